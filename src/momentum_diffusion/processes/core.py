@@ -1,0 +1,225 @@
+"""The one core: linear phase-space SDEs and their Gaussian kernels.
+
+    dz = b(t) (A ⊗ I) z dt + sqrt(b(t)) (B ⊗ I) dW,     Q = B Bᵀ,   z = (z_1, …, z_k), z_1 = data
+
+State layout: a tensor of shape (batch, k, *data_shape); block i is ``z[:, i]``. The k×k algebra is done in
+float64 and shared by every data coordinate; (k·d)×(k·d) matrices are never built.
+
+With τ(t) = ∫₀ᵗ b(s) ds the process is time-homogeneous in τ, so its transition over any interval is
+    mean Φ(Δτ) z,  covariance Σ(Δτ),   Φ(τ) = exp(τA),   Σ(τ) = ∫₀^τ exp(sA) Q exp(sAᵀ) ds.
+Σ is computed in the stationary form Σ∞ − Φ Σ∞ Φᵀ when A is Hurwitz (Σ∞ solves AΣ∞ + Σ∞Aᵀ + Q = 0);
+the Van Loan block exponential would contain exp(−τA), which overflows for strongly contracting A.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .schedules import Schedule
+
+F64 = torch.float64
+
+
+def solve_lyapunov(A: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """Solve A X + X Aᵀ + Q = 0 for X (k×k, k small) through the Kronecker form, in float64."""
+    k = A.shape[0]
+    eye = torch.eye(k, dtype=F64)
+    lhs = torch.kron(A, eye) + torch.kron(eye, A)  # row-major vec(A X + X Aᵀ)
+    X = torch.linalg.solve(lhs, -Q.reshape(-1)).reshape(k, k)
+    return 0.5 * (X + X.T)
+
+
+def apply_blocks(M: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Apply a k×k matrix (or a batch of them, (B,k,k)) to the block axis of z (B, k, *data)."""
+    M = M.to(z.dtype)
+    if M.dim() == 2:
+        return torch.einsum("ij,bj...->bi...", M, z)
+    return torch.einsum("bij,bj...->bi...", M, z)
+
+
+@dataclass
+class LinearSDE:
+    """Time-homogeneous (in τ) linear SDE dz = A z dτ + B dW with constant k×k A and Q = BBᵀ."""
+
+    A: torch.Tensor
+    Q: torch.Tensor
+    stationary_cov: torch.Tensor | None = field(init=False, default=None)
+
+    def __post_init__(self):
+        self.A = torch.as_tensor(self.A, dtype=F64)
+        self.Q = torch.as_tensor(self.Q, dtype=F64)
+        if self.A.shape != self.Q.shape or self.A.dim() != 2 or self.A.shape[0] != self.A.shape[1]:
+            raise ValueError(f"A and Q must be equal square matrices, got {self.A.shape} and {self.Q.shape}")
+        if torch.linalg.eigvalsh(self.Q).min() < -1e-12:
+            raise ValueError("Q must be positive semi-definite")
+        if self.is_hurwitz:
+            self.stationary_cov = solve_lyapunov(self.A, self.Q)
+
+    @property
+    def order(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def is_hurwitz(self) -> bool:
+        return bool(torch.linalg.eigvals(self.A).real.max() < 0)
+
+    def transition(self, dtau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Φ(Δτ) and Σ(Δτ) for a tensor of Δτ ≥ 0 of any shape: returns (*shape, k, k) each, float64."""
+        dtau = torch.as_tensor(dtau, dtype=F64)
+        Phi = torch.linalg.matrix_exp(dtau[..., None, None] * self.A)
+        if self.stationary_cov is not None:
+            S = self.stationary_cov
+            Sigma = S - Phi @ S @ Phi.transpose(-1, -2)
+        elif torch.count_nonzero(self.A) == 0:
+            Sigma = dtau[..., None, None] * self.Q
+        else:  # neither Hurwitz nor zero: Van Loan, safe only while exp(−τA) stays moderate
+            k = self.order
+            top = torch.cat([-self.A, self.Q], dim=1)
+            bottom = torch.cat([torch.zeros_like(self.A), self.A.T], dim=1)
+            F = torch.linalg.matrix_exp(dtau[..., None, None] * torch.cat([top, bottom], dim=0))
+            F12, F22 = F[..., :k, k:], F[..., k:, k:]
+            Sigma = F22.transpose(-1, -2) @ F12
+        return Phi, 0.5 * (Sigma + Sigma.transpose(-1, -2))
+
+    def time_reversed_linear_part(self) -> LinearSDE:
+        """Linear part of the reverse SDE when the score is replaced by the stationary Gaussian's score.
+
+        Reverse drift −A z + Q ∇log N(z; 0, Σ∞) = −(A + QΣ∞⁻¹) z = Σ∞ Aᵀ Σ∞⁻¹ z (using the Lyapunov
+        equation), noise Q: a Hurwitz linear SDE with the same stationary law. Splitting samplers solve it
+        exactly (CLD paper Sec. 3.3, SSCS; HOLD's Lie–Trotter).
+        """
+        if self.stationary_cov is None:
+            raise ValueError("the time-reversed linear part needs a stationary law (Hurwitz A)")
+        S = self.stationary_cov
+        return LinearSDE(S @ self.A.T @ torch.linalg.inv(S), self.Q)
+
+
+@dataclass
+class Process:
+    """A forward diffusion in phase space: linear SDE + schedule b(t) + initial law of the auxiliary blocks.
+
+    Noise enters only the last block (row k−1 of Q); the reverse dynamics need the score only there,
+    and that is what networks predict (the "noised block").
+    """
+
+    name: str
+    sde: LinearSDE
+    schedule: Schedule
+    initial_cov: torch.Tensor  # k×k covariance of z_0 given x_0 (zero in the data row/column)
+    prior_cov: torch.Tensor  # k×k covariance of the prior at t = T (mean zero)
+    t_min: float = 1e-5  # training / sampling end time ε
+    t_max: float = 1.0  # T
+    kernel_jitter: float = 1e-9  # added to the kernel's diagonal before Cholesky (singular at t = 0)
+
+    def __post_init__(self):
+        self.initial_cov = torch.as_tensor(self.initial_cov, dtype=F64)
+        self.prior_cov = torch.as_tensor(self.prior_cov, dtype=F64)
+        k = self.order
+        off = self.sde.Q.clone()
+        off[k - 1, k - 1] = 0
+        if self.sde.Q[k - 1, k - 1] <= 0 or torch.count_nonzero(off) != 0:
+            raise ValueError("this core expects noise on the last block only (Q = q·E_kk, q > 0)")
+        if not 0 <= self.t_min < self.t_max:
+            raise ValueError(f"need 0 <= t_min < t_max, got {self.t_min}, {self.t_max}")
+
+    # ---- layout -------------------------------------------------------------------------------
+    @property
+    def order(self) -> int:
+        return self.sde.order
+
+    @property
+    def noise_scale(self) -> float:
+        """Q_kk: the diffusion coefficient of the noised block (per unit τ)."""
+        return float(self.sde.Q[-1, -1])
+
+    def pack(self, *blocks: torch.Tensor) -> torch.Tensor:
+        return torch.stack(blocks, dim=1)
+
+    def data_block(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, 0]
+
+    def noised_block(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, -1]
+
+    def with_noised_block(self, z: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+        return torch.cat([z[:, :-1], block.unsqueeze(1)], dim=1)
+
+    # ---- schedule -----------------------------------------------------------------------------
+    def b(self, t: torch.Tensor) -> torch.Tensor:
+        return self.schedule.b(torch.as_tensor(t, dtype=F64))
+
+    def tau(self, t: torch.Tensor) -> torch.Tensor:
+        return self.schedule.tau(torch.as_tensor(t, dtype=F64))
+
+    def transition(self, t_from, t_to) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward transition z_{t_to} | z_{t_from} (t_to ≥ t_from): Φ and Σ over Δτ = τ(t_to) − τ(t_from)."""
+        return self.sde.transition(self.tau(t_to) - self.tau(t_from))
+
+    # ---- kernel given x_0 ------------------------------------------------------------------------
+    def kernel(self, t: torch.Tensor, initial_cov: torch.Tensor | None = None):
+        """Mean matrix Φ(τ(t)), covariance Φ Σ_0 Φᵀ + Σ(τ) and its Cholesky factor, each (*t, k, k), float64.
+
+        Σ_0 = ``initial_cov`` (default: the process's law of the auxiliary blocks given x_0).
+        """
+        S0 = self.initial_cov if initial_cov is None else torch.as_tensor(initial_cov, dtype=F64)
+        Phi, Sigma = self.sde.transition(self.tau(t))
+        cov = Phi @ S0 @ Phi.transpose(-1, -2) + Sigma
+        cov = 0.5 * (cov + cov.transpose(-1, -2))
+        eye = torch.eye(self.order, dtype=F64)
+        chol = torch.linalg.cholesky(cov + self.kernel_jitter * eye)
+        return Phi, cov, chol
+
+    def embed_data(self, x0: torch.Tensor) -> torch.Tensor:
+        """z_0 mean: (x_0, 0, …, 0)."""
+        z = x0.new_zeros((x0.shape[0], self.order, *x0.shape[1:]))
+        z[:, 0] = x0
+        return z
+
+    def perturb(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None):
+        """Draw z_t ~ p(z_t | x_0) = N(Φ z̄_0, LLᵀ). Returns (z_t, eps, chol) with z_t = Φ z̄_0 + L eps."""
+        Phi, _, chol = self.kernel(t)
+        z0 = self.embed_data(x0)
+        eps = torch.randn(z0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return apply_blocks(Phi.to(x0.device), z0) + apply_blocks(chol.to(x0.device), eps), eps, chol
+
+    def score_scale(self, t: torch.Tensor) -> torch.Tensor:
+        """ℓ_t = 1 / L_kk: the kernel's noised-block score is −ℓ_t ε_k (CLD's HSM, HOLD's BCSM, DSM)."""
+        return 1.0 / self.kernel(t)[2][..., -1, -1]
+
+    # ---- prior ----------------------------------------------------------------------------------
+    def sample_prior(self, shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+        """z_T ~ N(0, prior_cov ⊗ I) with ``shape`` the data shape including batch: returns (B, k, *data)."""
+        B, *data = shape
+        eps = torch.randn((B, self.order, *data), generator=generator, dtype=dtype, device=device)
+        chol = torch.linalg.cholesky(self.prior_cov + 1e-12 * torch.eye(self.order, dtype=F64))
+        return apply_blocks(chol.to(device), eps)
+
+    # ---- reverse dynamics -------------------------------------------------------------------------
+    def full_score(self, z: torch.Tensor, noised_score: torch.Tensor) -> torch.Tensor:
+        """Embed a noised-block score into the full state (zeros elsewhere)."""
+        s = torch.zeros_like(z)
+        s[:, -1] = noised_score
+        return s
+
+    def forward_drift(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return _per_sample(self.b(t), z) * apply_blocks(self.sde.A, z)
+
+    def reverse_drift(self, z, t, noised_score, probability_flow: bool = False) -> torch.Tensor:
+        """Drift of the reverse SDE, b A z − b Q s, or of the PF-ODE, b A z − ½ b Q s (forward-time form)."""
+        weight = (0.5 if probability_flow else 1.0) * self.noise_scale
+        drift = apply_blocks(self.sde.A, z)
+        drift[:, -1] -= weight * noised_score
+        return _per_sample(self.b(t), z) * drift
+
+    def describe(self) -> str:
+        return f"{self.name} (order {self.order}, t ∈ [{self.t_min:g}, {self.t_max:g}])"
+
+
+def _per_sample(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a scalar or per-sample (B,) float64 value against a (B, k, *data) state."""
+    value = torch.as_tensor(value).to(device=like.device, dtype=like.dtype)
+    if value.dim() == 0:
+        return value
+    return value.reshape(-1, *([1] * (like.dim() - 1)))
