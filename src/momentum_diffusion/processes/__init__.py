@@ -1,7 +1,7 @@
 """Linear phase-space processes: one core (core.py) and thin definitions on it."""
 
 from .cld import cld
-from .core import LinearSDE, Process, apply_blocks, solve_lyapunov
+from .core import LinearSDE, Process, apply_blocks, psd_sqrt, solve_lyapunov
 from .hold import critically_damped_chain, hold
 from .schedules import ConstantSchedule, GeometricVarianceSchedule, LinearSchedule
 from .ve import ve
@@ -17,6 +17,7 @@ __all__ = [
     "cld",
     "critically_damped_chain",
     "hold",
+    "psd_sqrt",
     "solve_lyapunov",
     "ve",
     "vp",

@@ -31,6 +31,13 @@ def solve_lyapunov(A: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     return 0.5 * (X + X.T)
 
 
+def psd_sqrt(M: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of PSD k×k matrices (batched). Robust where Cholesky is not: short-step
+    transition covariances of order > 1 are nearly singular (entries O(h³), O(h²), O(h))."""
+    vals, vecs = torch.linalg.eigh(0.5 * (M + M.transpose(-1, -2)))
+    return (vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)) @ vecs.transpose(-1, -2)
+
+
 def apply_blocks(M: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Apply a k×k matrix (or a batch of them, (B,k,k)) to the block axis of z (B, k, *data)."""
     M = M.to(z.dtype)

@@ -1,0 +1,29 @@
+"""Samplers: pure functions ``(process, score_fn, prior_z, *, nfe, generator, …) -> (z, nfe_used)``."""
+
+from .base import CountingScore, SamplerConfigError, check_support, time_grid
+from .em import euler_maruyama
+from .ode import probability_flow
+from .pc import predictor_corrector
+from .splitting import lie_trotter, sscs
+
+# For error messages only ("valid samplers for this process: …"); Hydra `_target_` builds samplers.
+ALL_SAMPLERS = {f.sampler_name: f for f in (euler_maruyama, predictor_corrector, probability_flow, sscs, lie_trotter)}
+
+
+def valid_samplers(process) -> list[str]:
+    return sorted(name for name, f in ALL_SAMPLERS.items() if f.supports(process))
+
+
+__all__ = [
+    "ALL_SAMPLERS",
+    "CountingScore",
+    "SamplerConfigError",
+    "check_support",
+    "euler_maruyama",
+    "lie_trotter",
+    "predictor_corrector",
+    "probability_flow",
+    "sscs",
+    "time_grid",
+    "valid_samplers",
+]

@@ -1,0 +1,174 @@
+"""DiffusionModule: process + objective + network + EMA copy; the EMA weights are sampled and evaluated."""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from ..objectives import NoisePredictionObjective
+from ..processes.core import Process
+from ..samplers import check_support
+
+
+def build_network(factory, order: int, data_shape: tuple[int, ...]) -> nn.Module:
+    """Networks see all k blocks concatenated on channels (images) or features (vectors)."""
+    if len(data_shape) == 1:
+        return factory(in_dim=order * data_shape[0], out_dim=data_shape[0])
+    channels, height, _ = data_shape
+    return factory(in_channels=order * channels, out_channels=channels, image_size=height)
+
+
+class DiffusionModule(pl.LightningModule):
+    def __init__(
+        self,
+        process: Process,
+        objective: NoisePredictionObjective,
+        net_factory,
+        data_shape: tuple[int, ...],
+        sampler=None,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        ema_decay: float = 0.999,
+        max_bad_steps: int = 20,
+        channels_last: bool = False,
+        compile: bool = False,
+        identity: dict | None = None,
+    ):
+        super().__init__()
+        objective.check_process(process)
+        if sampler is not None:
+            check_support(sampler, process)
+        self.process, self.objective, self.sampler = process, objective, sampler
+        self.data_shape = tuple(data_shape)
+        self.net = build_network(net_factory, process.order, self.data_shape)
+        if channels_last and len(self.data_shape) == 3:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.train_net = torch.compile(self.net) if compile else self.net
+        self.lr, self.weight_decay, self.warmup_steps, self.betas = lr, weight_decay, warmup_steps, tuple(betas)
+        self.ema_decay, self.max_bad_steps = ema_decay, max_bad_steps
+        self.channels_last = channels_last and len(self.data_shape) == 3
+        # What a checkpoint must match to be loaded under another config (checked on load).
+        self.identity = dict(identity or {}, process=process.name, order=process.order,
+                             objective=objective.name, data_shape=list(self.data_shape))
+        self.save_hyperparameters({"identity": self.identity})
+        self.register_buffer("bad_steps_total", torch.zeros((), dtype=torch.long))
+        self.consecutive_bad_steps = 0
+
+    # ---- models -------------------------------------------------------------------------------
+    def score_model(self, ema: bool = True):
+        return self.objective.score_model(self.ema if ema else self.train_net, self.process)
+
+    def score_fn(self, ema: bool = True):
+        model = self.score_model(ema)
+        return lambda z, t: model.score(z, t)
+
+    # ---- training -----------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if self.channels_last and x0.dim() == 4:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        loss = self.objective.loss(self.score_model(ema=False), self.process, x0).mean()
+        if not torch.isfinite(loss):
+            return self._skip_bad_step("loss")
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        return loss
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        """Skip the update (and the EMA) when the loss or a gradient is non-finite."""
+        loss = optimizer_closure()  # training_step + backward
+        if loss is None:  # training_step already counted a non-finite loss
+            optimizer.zero_grad(set_to_none=True)
+            return
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        if not all(torch.isfinite(g).all() for g in grads):
+            optimizer.zero_grad(set_to_none=True)
+            self._skip_bad_step("gradient")
+            return
+        self.consecutive_bad_steps = 0
+        optimizer.step()
+        self._update_ema()
+
+    def _skip_bad_step(self, what: str):
+        self.bad_steps_total += 1
+        self.consecutive_bad_steps += 1
+        warnings.warn(f"non-finite {what} at step {self.global_step}: step skipped", stacklevel=2)
+        self.log("train/bad_steps", self.bad_steps_total.float(), on_step=True)
+        if self.consecutive_bad_steps >= self.max_bad_steps:
+            raise NonFiniteTrainingError(
+                f"{self.consecutive_bad_steps} consecutive non-finite steps at step {self.global_step}; "
+                "stopping (the last good checkpoint is kept). Lower the learning rate or check the data."
+            )
+        return None
+
+    @torch.no_grad()
+    def _update_ema(self):
+        for e, p in zip(self.ema.parameters(), self.net.parameters()):
+            e.lerp_(p.detach(), 1.0 - self.ema_decay)
+        for e, b in zip(self.ema.buffers(), self.net.buffers()):
+            e.copy_(b)
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        warm = max(self.warmup_steps, 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint):
+        # Global RNG streams drive t and ε in the objective: saving them makes resume bit-exact on CPU.
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "consecutive_bad_steps": self.consecutive_bad_steps}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint):
+        saved = checkpoint.get("hyper_parameters", {}).get("identity")
+        if saved is not None:
+            check_identity(saved, self.identity)
+        rng = checkpoint.get("rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            self.consecutive_bad_steps = rng["consecutive_bad_steps"]
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # ---- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, sampler=None, generator: torch.Generator | None = None, batch_size: int = 1000):
+        """Draw n data-space samples with the EMA network; returns (x, mean NFE per batch)."""
+        sampler = sampler or self.sampler
+        if sampler is None:
+            raise ValueError("no sampler configured")
+        check_support(sampler, self.process)
+        score = self.score_fn(ema=True)
+        outs, nfes = [], []
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            z = self.process.sample_prior((m, *self.data_shape), generator=generator, device=self.device)
+            z, nfe = sampler(self.process, score, z, generator=generator)
+            outs.append(self.process.data_block(z).float().cpu())
+            nfes.append(nfe)
+        return torch.cat(outs), int(math.ceil(sum(nfes) / len(nfes)))
+
+
+class NonFiniteTrainingError(RuntimeError):
+    pass
+
+
+class CheckpointMismatchError(ValueError):
+    pass
+
+
+def check_identity(saved: dict, current: dict) -> None:
+    """A checkpoint holds weights for one process/objective/network/data shape; refuse any other config."""
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
+             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    if diffs:
+        raise CheckpointMismatchError("checkpoint does not match the config (" + "; ".join(diffs) + ")")
