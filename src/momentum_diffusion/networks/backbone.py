@@ -1,0 +1,213 @@
+"""The encoder–decoder shared by the small UNet, DDPM++ and NCSN++.
+
+DDPM (Ho et al. 2020), DDPM++ and NCSN++ (Song et al. 2021, App. H) are one UNet family that differs in a
+few switches; `ScoreUNet` exposes exactly those switches, and `unet.py`, `ddpmpp.py`, `ncsnpp.py` are
+presets with the papers' defaults:
+
+====================  =============  ==========  ============
+switch                UNet (DDPM)    DDPM++      NCSN++
+====================  =============  ==========  ============
+time_embedding        positional     positional  fourier (16)
+resblock_type         ddpm           biggan      biggan
+fir                   no             no          [1,3,3,1]
+progressive_input     none           none        residual
+skip_rescale          no             1/√2        1/√2
+====================  =============  ==========  ============
+
+Layout, per resolution level ``i`` with ``C_i = base_channels · channel_mult[i]``: ``num_res_blocks``
+residual blocks (+ attention where the resolution is in ``attention_resolutions``), then a downsampling
+step; a middle block (res, attention, res); and a mirrored decoder with ``num_res_blocks + 1`` blocks per
+level, each taking the matching encoder activation concatenated on channels. NCSN++'s ``residual``
+progressive input downsamples the raw input alongside the encoder and adds it after every downsampling.
+The output conv is zero-initialised, so an untrained network outputs 0.
+
+Input channels are (process order k) × (data channels) — the caller concatenates phase-space blocks —
+and the output has the data channels of the noised block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from momentum_diffusion.networks.embeddings import broadcast_time, make_time_embedding
+from momentum_diffusion.networks.layers import (
+    FIR_KERNEL,
+    AttnBlock,
+    Downsample,
+    ResnetBlockBigGAN,
+    Upsample,
+    conv3x3,
+    group_norm,
+    linear,
+)
+
+__all__ = ["ScoreUNet"]
+
+
+class ScoreUNet(nn.Module):
+    """Configurable DDPM/DDPM++/NCSN++ UNet.
+
+    ``forward(x: (B, in_channels, H, W), t: (B,)) → (B, out_channels, H, W)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        image_size: int,
+        base_channels: int = 128,
+        channel_mult: Sequence[int] = (1, 2, 2, 2),
+        num_res_blocks: int = 4,
+        attention_resolutions: Sequence[int] = (16,),
+        dropout: float = 0.1,
+        time_embedding: str = "positional",
+        fourier_scale: float = 16.0,
+        resblock_type: str = "biggan",
+        fir: bool = False,
+        fir_kernel: Sequence[int] = FIR_KERNEL,
+        progressive_input: str = "none",
+        skip_rescale: bool = True,
+    ):
+        super().__init__()
+        name = type(self).__name__
+        levels = len(channel_mult)
+        factor = 2 ** (levels - 1)
+        if levels < 1 or num_res_blocks < 1:
+            raise ValueError(f"{name} needs at least one level and one residual block per level")
+        if image_size % factor:
+            raise ValueError(
+                f"{name}: image_size {image_size} is not divisible by 2**(len(channel_mult)-1) = {factor}"
+            )
+        resolutions = [image_size // 2**i for i in range(levels)]
+        unreachable = set(attention_resolutions) - set(resolutions)
+        if unreachable:
+            raise ValueError(f"{name}: attention_resolutions {sorted(unreachable)} not in {resolutions}")
+        if resblock_type not in ("ddpm", "biggan"):
+            raise ValueError(f"resblock_type must be 'ddpm' or 'biggan', got {resblock_type!r}")
+        if progressive_input not in ("none", "residual"):
+            raise ValueError(f"progressive_input must be 'none' or 'residual', got {progressive_input!r}")
+
+        self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
+        self.progressive_residual = progressive_input == "residual"
+        self.skip_scale = 1.0 / math.sqrt(2.0) if skip_rescale else 1.0
+        nf, temb_dim = base_channels, 4 * base_channels
+
+        # Time: embedding → 2-layer MLP; each residual block applies act + its own projection.
+        self.time_embed = make_time_embedding(time_embedding, nf, fourier_scale)
+        self.time_mlp = nn.Sequential(linear(nf, temb_dim), nn.SiLU(), linear(temb_dim, temb_dim))
+
+        def res(cin: int, cout: int, up: bool = False, down: bool = False) -> ResnetBlockBigGAN:
+            return ResnetBlockBigGAN(cin, cout, temb_dim, up=up, down=down, dropout=dropout, fir=fir,
+                                     fir_kernel=fir_kernel, skip_rescale=skip_rescale)  # fmt: skip
+
+        def attn(channels: int, resolution: int) -> nn.Module:
+            if resolution in attention_resolutions:
+                return AttnBlock(channels, skip_rescale=skip_rescale)
+            return nn.Identity()
+
+        def down(channels: int) -> nn.Module:
+            if resblock_type == "biggan":
+                return res(channels, channels, down=True)
+            return _Timeless(Downsample(channels, with_conv=True, fir=fir, fir_kernel=fir_kernel))
+
+        def up(channels: int) -> nn.Module:
+            if resblock_type == "biggan":
+                return res(channels, channels, up=True)
+            return _Timeless(Upsample(channels, with_conv=True, fir=fir, fir_kernel=fir_kernel))
+
+        # Encoder. skip_channels records what each decoder block will receive by concatenation.
+        self.conv_in = conv3x3(in_channels, nf)
+        self.enc_blocks, self.enc_attn = nn.ModuleList(), nn.ModuleList()
+        self.enc_down, self.pyramid = nn.ModuleList(), nn.ModuleList()
+        skip_channels, ch, pyramid_ch = [nf], nf, in_channels
+        for i, (mult, resolution) in enumerate(zip(channel_mult, resolutions)):
+            blocks, attns = nn.ModuleList(), nn.ModuleList()
+            for _ in range(num_res_blocks):
+                blocks.append(res(ch, nf * mult))
+                ch = nf * mult
+                attns.append(attn(ch, resolution))
+                skip_channels.append(ch)
+            self.enc_blocks.append(blocks)
+            self.enc_attn.append(attns)
+            if i < levels - 1:
+                self.enc_down.append(down(ch))
+                if self.progressive_residual:
+                    self.pyramid.append(
+                        Downsample(pyramid_ch, ch, with_conv=True, fir=fir, fir_kernel=fir_kernel)
+                    )
+                    pyramid_ch = ch
+                skip_channels.append(ch)
+
+        self.mid = nn.ModuleList([res(ch, ch), AttnBlock(ch, skip_rescale=skip_rescale), res(ch, ch)])
+
+        # Decoder, coarsest level first.
+        self.dec_blocks, self.dec_attn, self.dec_up = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(levels)):
+            blocks = nn.ModuleList()
+            for _ in range(num_res_blocks + 1):
+                blocks.append(res(ch + skip_channels.pop(), nf * channel_mult[i]))
+                ch = nf * channel_mult[i]
+            self.dec_blocks.append(blocks)
+            self.dec_attn.append(attn(ch, resolutions[i]))
+            if i > 0:
+                self.dec_up.append(up(ch))
+
+        self.norm_out = group_norm(ch)
+        self.act = nn.SiLU()
+        self.conv_out = conv3x3(ch, out_channels, init_scale=0.0)  # zero output at init
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        temb = self.time_mlp(self.time_embed(broadcast_time(t, x.shape[0])))
+
+        h = self.conv_in(x)
+        skips, pyramid = [h], x
+        for i, (blocks, attns) in enumerate(zip(self.enc_blocks, self.enc_attn)):
+            for block, attn in zip(blocks, attns):
+                h = attn(block(h, temb))
+                skips.append(h)
+            if i < len(self.enc_down):
+                h = self.enc_down[i](h, temb)
+                if self.progressive_residual:
+                    pyramid = self.pyramid[i](pyramid)
+                    h = (pyramid + h) * self.skip_scale
+                    pyramid = h
+                skips.append(h)
+
+        for block in self.mid:
+            h = block(h, temb)
+
+        for i, (blocks, attn) in enumerate(zip(self.dec_blocks, self.dec_attn)):
+            for block in blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), temb)
+            h = attn(h)
+            if i < len(self.dec_up):
+                h = self.dec_up[i](h, temb)
+
+        return self.conv_out(self.act(self.norm_out(h)))
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        # Shape-only checks: static under torch.compile (they become guards, not graph breaks).
+        name, s = type(self).__name__, self.image_size
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{name} expects input (B, {self.in_channels}, {s}, {s}), got {tuple(x.shape)}")
+        if x.shape[-2] != s or x.shape[-1] != s:
+            raise ValueError(
+                f"{name} expects {s}×{s} images, got {x.shape[-2]}×{x.shape[-1]} (set image_size to the "
+                f"data's size; it must be divisible by {2 ** (len(self.enc_blocks) - 1)})"
+            )
+
+
+class _Timeless(nn.Module):
+    """Adapts a ``forward(x)`` module to the ``forward(x, temb)`` call used for every block above."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.module(x)

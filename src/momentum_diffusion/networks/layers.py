@@ -1,0 +1,246 @@
+"""Building blocks shared by the image networks (small UNet, DDPM++, NCSN++).
+
+- Initialisation: score_sde's ``default_init`` is TF's uniform fan-avg variance scaling; we reimplement it.
+- GroupNorm with ``min(C/4, 32)`` groups (Wu & He 2018; the rule used by DDPM++/NCSN++).
+- Residual blocks: DDPM's block (Ho et al. 2020) and the BigGAN block with resampling inside the residual
+  branch (Brock et al. 2019, App. B; Song et al. 2021, App. H.1), with the 1/√2 skip rescaling of NCSN++.
+- Resampling by 2, naive (nearest / average pooling) or with the FIR kernel [1, 3, 3, 1] (Karras et al.
+  2019, StyleGAN2's ``upfirdn2d``). We do **not** port ``upfirdn2d``: FIR here is a fixed depthwise
+  separable blur, applied with stride 2 to downsample and as a stride-2 transposed conv to upsample. For the
+  default kernel this is exactly bilinear upsampling and a [1,3,3,1]/8 anti-aliased decimation.
+- Self-attention over pixels (Wang et al. 2018; single head as in DDPM), via ``scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "variance_scaling_",
+    "conv3x3",
+    "conv1x1",
+    "linear",
+    "group_norm",
+    "FIRResample",
+    "NaiveResample",
+    "make_resample",
+    "Downsample",
+    "Upsample",
+    "ResnetBlockBigGAN",
+    "AttnBlock",
+]
+
+FIR_KERNEL = (1, 3, 3, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Initialisation and primitive layers.
+
+
+def variance_scaling_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Fill ``weight`` uniformly with variance ``scale / fan_avg``; ``scale = 0`` gives exact zeros."""
+    receptive = weight[0][0].numel() if weight.ndim > 2 else 1
+    fan_avg = (weight.shape[0] + weight.shape[1]) * receptive / 2
+    with torch.no_grad():
+        if scale == 0:
+            return weight.zero_()
+        bound = math.sqrt(3.0 * scale / fan_avg)
+        return weight.uniform_(-bound, bound)
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, init_scale: float = 1.0) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
+    variance_scaling_(conv.weight, init_scale)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def conv1x1(in_ch: int, out_ch: int, init_scale: float = 1.0) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, 1)
+    variance_scaling_(conv.weight, init_scale)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def linear(in_dim: int, out_dim: int, init_scale: float = 1.0) -> nn.Linear:
+    layer = nn.Linear(in_dim, out_dim)
+    variance_scaling_(layer.weight, init_scale)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with ``min(C // 4, 32)`` groups, lowered until it divides C (e.g. C = 200 → 25 groups)."""
+    groups = max(1, min(channels // 4, 32))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels, eps=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Resampling by a factor of 2.
+
+
+class FIRResample(nn.Module):
+    """Up- or downsample by 2 with a fixed separable FIR filter (default [1, 3, 3, 1]), channel-wise.
+
+    Down: blur with k⊗k / Σ and keep every second pixel (one strided depthwise conv).
+    Up: zero-insertion then the same blur with gain 4 (one depthwise transposed conv), which keeps the mean.
+    """
+
+    def __init__(self, channels: int, mode: str, kernel: Sequence[int] = FIR_KERNEL):
+        super().__init__()
+        if mode not in ("up", "down"):
+            raise ValueError(f"mode must be 'up' or 'down', got {mode!r}")
+        if len(kernel) % 2 or len(kernel) < 2:
+            raise ValueError(f"FIR kernel must have even length >= 2, got {tuple(kernel)}")
+        k = torch.as_tensor(kernel, dtype=torch.float64)
+        k2d = torch.outer(k, k)
+        k2d = k2d / k2d.sum() * (4.0 if mode == "up" else 1.0)
+        self.mode = mode
+        self.channels = channels
+        self.padding = (len(kernel) - 2) // 2  # gives exactly H/2 (down) or 2H (up)
+        weight = k2d.float()[None, None].repeat(channels, 1, 1, 1)
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype)  # autocast may not cover conv_transpose; keep dtypes equal
+        if self.mode == "down":
+            return F.conv2d(x, w, stride=2, padding=self.padding, groups=self.channels)
+        return F.conv_transpose2d(x, w, stride=2, padding=self.padding, groups=self.channels)
+
+
+class NaiveResample(nn.Module):
+    """Up- or downsample by 2 without a filter: nearest-neighbour up, 2×2 average pooling down (DDPM)."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        if mode not in ("up", "down"):
+            raise ValueError(f"mode must be 'up' or 'down', got {mode!r}")
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "down":
+            return F.avg_pool2d(x, 2)
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def make_resample(channels: int, mode: str, fir: bool, fir_kernel: Sequence[int] = FIR_KERNEL) -> nn.Module:
+    return FIRResample(channels, mode, fir_kernel) if fir else NaiveResample(mode)
+
+
+class Downsample(nn.Module):
+    """Halve H and W, optionally mapping ``in_ch → out_ch`` with a 3×3 conv.
+
+    Without FIR the conv itself is strided (DDPM); with FIR the signal is blurred and decimated first and the
+    conv runs at the low resolution (our simple stand-in for StyleGAN2's fused FIR-conv downsampling).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int | None = None, with_conv: bool = True, fir: bool = False,
+                 fir_kernel: Sequence[int] = FIR_KERNEL):  # fmt: skip
+        super().__init__()
+        out_ch = out_ch or in_ch
+        if not with_conv and out_ch != in_ch:
+            raise ValueError("Downsample without conv cannot change the channel count")
+        if with_conv and not fir:
+            self.resample, self.conv = nn.Identity(), conv3x3(in_ch, out_ch, stride=2)
+        else:
+            self.resample = make_resample(in_ch, "down", fir, fir_kernel)
+            self.conv = conv3x3(in_ch, out_ch) if with_conv else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.resample(x))
+
+
+class Upsample(nn.Module):
+    """Double H and W (nearest or FIR), then an optional 3×3 conv ``in_ch → out_ch`` (DDPM, NCSN++)."""
+
+    def __init__(self, in_ch: int, out_ch: int | None = None, with_conv: bool = True, fir: bool = False,
+                 fir_kernel: Sequence[int] = FIR_KERNEL):  # fmt: skip
+        super().__init__()
+        out_ch = out_ch or in_ch
+        if not with_conv and out_ch != in_ch:
+            raise ValueError("Upsample without conv cannot change the channel count")
+        self.resample = make_resample(in_ch, "up", fir, fir_kernel)
+        self.conv = conv3x3(in_ch, out_ch) if with_conv else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.resample(x))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Residual and attention blocks.
+
+
+class ResnetBlockBigGAN(nn.Module):
+    """Pre-activation residual block with time conditioning and optional resampling (BigGAN-style).
+
+    ``h = conv(drop(act(GN(conv(resample(act(GN(x)))) + W·act(temb)))))``,
+    ``out = (resample(x)[→1×1 conv] + h) · s`` with ``s = 1/√2`` if ``skip_rescale`` (Song et al. 2021, H.1).
+    With ``up = down = False`` and ``skip_rescale = False`` this is DDPM's residual block (Ho et al. 2020).
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int | None = None,
+        temb_dim: int | None = None,
+        up: bool = False,
+        down: bool = False,
+        dropout: float = 0.0,
+        fir: bool = False,
+        fir_kernel: Sequence[int] = FIR_KERNEL,
+        skip_rescale: bool = True,
+    ):
+        super().__init__()
+        if up and down:
+            raise ValueError("ResnetBlockBigGAN cannot both upsample and downsample")
+        out_ch = out_ch or in_ch
+        self.norm0 = group_norm(in_ch)
+        # One module resamples both branches; FIR/naive resampling has no parameters, so sharing is exact.
+        mode = "up" if up else "down"
+        self.resample = make_resample(in_ch, mode, fir, fir_kernel) if (up or down) else None
+        self.conv0 = conv3x3(in_ch, out_ch)
+        self.temb_proj = linear(temb_dim, out_ch) if temb_dim is not None else None
+        self.norm1 = group_norm(out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv1 = conv3x3(out_ch, out_ch)
+        # score_sde also projects the skip whenever resampling; we only need it when channels change.
+        self.shortcut = conv1x1(in_ch, out_ch) if in_ch != out_ch else None
+        self.out_scale = 1.0 / math.sqrt(2.0) if skip_rescale else 1.0
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.act(self.norm0(x))
+        if self.resample is not None:
+            h, x = self.resample(h), self.resample(x)
+        h = self.conv0(h)
+        if self.temb_proj is not None and temb is not None:
+            h = h + self.temb_proj(self.act(temb))[:, :, None, None]
+        h = self.conv1(self.dropout(self.act(self.norm1(h))))
+        if self.shortcut is not None:
+            x = self.shortcut(x)
+        return (x + h) * self.out_scale
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the H·W pixels with a residual connection (DDPM's attention block)."""
+
+    def __init__(self, channels: int, skip_rescale: bool = False):
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.qkv = conv1x1(channels, 3 * channels)
+        self.proj = conv1x1(channels, channels)
+        self.out_scale = 1.0 / math.sqrt(2.0) if skip_rescale else 1.0
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        b, c, height, width = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, height * width).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C), scaled by 1/√C
+        h = self.proj(h.transpose(-1, -2).reshape(b, c, height, width))
+        return (x + h) * self.out_scale

@@ -1,0 +1,211 @@
+"""Tests for momentum_diffusion.networks: shapes, init, gradients, determinism, dtype/layout, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from momentum_diffusion.networks import (
+    MLP,
+    DDPMpp,
+    GaussianFourierEmbedding,
+    NCSNpp,
+    SinusoidalEmbedding,
+    UNet,
+)
+
+DATA_CH = 2  # data channels; HOLD of order 3 feeds 3 × DATA_CH
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Tiny convs on a shared 2-core machine: OpenMP threads spin against other jobs and run ~100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_unet(in_ch: int, out_ch: int = DATA_CH, image_size: int = 8) -> nn.Module:
+    return UNet(in_ch, out_ch, image_size, base_channels=16, channel_mult=(1, 2),
+                attention_resolutions=(image_size // 2,))  # fmt: skip
+
+
+def tiny_ncsnpp(in_ch: int, out_ch: int = DATA_CH, image_size: int = 8) -> nn.Module:
+    return NCSNpp(in_ch, out_ch, image_size, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                  attention_resolutions=(image_size // 2,), dropout=0.0)  # fmt: skip
+
+
+def tiny_ddpmpp(in_ch: int, out_ch: int = DATA_CH, image_size: int = 8) -> nn.Module:
+    return DDPMpp(in_ch, out_ch, image_size, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                  attention_resolutions=(image_size,), dropout=0.0)  # fmt: skip
+
+
+IMAGE_NETS = {"unet": tiny_unet, "ncsnpp": tiny_ncsnpp, "ddpmpp": tiny_ddpmpp}
+
+
+def last_layer(net: nn.Module) -> nn.Module:
+    return net.out if isinstance(net, MLP) else net.conv_out
+
+
+def perturb_last_layer(net: nn.Module, seed: int = 1) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in last_layer(net).parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+
+
+def inputs(net: nn.Module, batch: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(net, MLP):
+        x = torch.randn(batch, net.in_dim, generator=gen)
+    else:
+        x = torch.randn(batch, net.in_channels, net.image_size, net.image_size, generator=gen)
+    return x, torch.rand(batch, generator=gen) * 0.98 + 0.01
+
+
+def make(kind: str, in_mult: int = 1) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == "mlp":
+        return MLP(in_mult * DATA_CH, DATA_CH, hidden=32, depth=3).eval()
+    return IMAGE_NETS[kind](in_mult * DATA_CH).eval()
+
+
+ALL_KINDS = ["mlp", *IMAGE_NETS]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Embeddings.
+
+
+@pytest.mark.parametrize("emb", [GaussianFourierEmbedding(16, scale=16.0), SinusoidalEmbedding(16)])
+def test_time_embedding_shape_and_range(emb: nn.Module) -> None:
+    out = emb(torch.linspace(0, 1, 5))
+    assert out.shape == (5, 16)
+    assert out.abs().max() <= 1.0 + 1e-6
+    assert not torch.allclose(out[0], out[-1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shapes and initialisation.
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize("in_mult", [1, 2, 3])  # VP/VE, CLD, HOLD(3)
+def test_output_shape_and_zero_init(kind: str, in_mult: int) -> None:
+    net = make(kind, in_mult)
+    x, t = inputs(net)
+    out = net(x, t)
+    assert out.shape == (x.shape[0], DATA_CH, *x.shape[2:])
+    assert torch.count_nonzero(out) == 0  # zero-initialised last layer
+
+
+def test_unet_32x32_and_scalar_time() -> None:
+    net = UNet(3, 3, 32, base_channels=8, channel_mult=(1, 2, 2), attention_resolutions=(8,)).eval()
+    out = net(torch.randn(2, 3, 32, 32), torch.tensor(0.5))
+    assert out.shape == (2, 3, 32, 32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gradients, determinism, time dependence.
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_gradients_reach_every_parameter(kind: str) -> None:
+    net = make(kind, in_mult=3)
+    perturb_last_layer(net)
+    x, t = inputs(net)
+    net(x, t).square().sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, f"no gradient for {missing}"
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_deterministic_with_fixed_seed(kind: str) -> None:
+    a, b = make(kind), make(kind)
+    perturb_last_layer(a)
+    perturb_last_layer(b)
+    x, t = inputs(a)
+    torch.testing.assert_close(a(x, t), b(x, t), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_output_depends_on_time(kind: str) -> None:
+    net = make(kind)
+    perturb_last_layer(net)
+    x, _ = inputs(net)
+    b = x.shape[0]
+    out_early, out_late = net(x, torch.full((b,), 0.1)), net(x, torch.full((b,), 0.9))
+    assert (out_early - out_late).abs().max() > 1e-4
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Precision and memory layout.
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_bf16_autocast_is_finite(kind: str) -> None:
+    net = make(kind, in_mult=2)
+    perturb_last_layer(net)
+    x, t = inputs(net)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x, t)
+    assert out.shape[1] == DATA_CH
+    assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.parametrize("kind", list(IMAGE_NETS))
+def test_channels_last_matches_contiguous(kind: str) -> None:
+    net = make(kind, in_mult=2)
+    perturb_last_layer(net)
+    x, t = inputs(net)
+    reference = net(x, t)
+    net = net.to(memory_format=torch.channels_last)
+    out = net(x.to(memory_format=torch.channels_last), t)
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Errors.
+
+
+@pytest.mark.parametrize("kind", list(IMAGE_NETS))
+def test_wrong_image_size_is_a_clear_error(kind: str) -> None:
+    net = IMAGE_NETS[kind](DATA_CH, image_size=16)
+    with pytest.raises(ValueError, match="expects 16×16 images, got 8×8"):
+        net(torch.randn(1, DATA_CH, 8, 8), torch.rand(1))
+
+
+def test_indivisible_image_size_rejected_at_construction() -> None:
+    with pytest.raises(ValueError, match="not divisible"):
+        UNet(1, 1, image_size=10, channel_mult=(1, 2, 2))
+
+
+def test_wrong_channels_and_bad_options_rejected() -> None:
+    with pytest.raises(ValueError, match="expects input"):
+        tiny_unet(3)(torch.randn(1, 2, 8, 8), torch.rand(1))
+    with pytest.raises(ValueError, match="attention_resolutions"):
+        UNet(1, 1, 8, attention_resolutions=(16,))
+    with pytest.raises(ValueError, match="time_embedding"):
+        MLP(2, 2, time_embedding="learned")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Full-size configurations (construction only; a forward pass of 100M parameters is too slow here).
+
+
+def test_full_ncsnpp_cifar10_parameter_count() -> None:
+    net = NCSNpp(in_channels=6, out_channels=3)  # CLD: data + velocity, 3 channels each
+    count = sum(p.numel() for p in net.parameters())
+    print(f"NCSN++ CIFAR-10 (6 -> 3 channels, 8 res blocks): {count / 1e6:.1f}M parameters")
+    assert 50e6 < count < 200e6
+
+
+@pytest.mark.slow
+def test_tiny_ncsnpp_compiles() -> None:
+    net = make("ncsnpp", in_mult=2)
+    perturb_last_layer(net)
+    x, t = inputs(net)
+    compiled = torch.compile(net, fullgraph=True)  # no graph breaks
+    torch.testing.assert_close(compiled(x, t), net(x, t), rtol=1e-4, atol=1e-5)
