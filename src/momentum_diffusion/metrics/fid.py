@@ -1,0 +1,163 @@
+"""Fréchet distance between Gaussian fits of network features (FID, Heusel et al. 2017).
+
+    FD = ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2})
+
+computed in float64. The trace of the matrix square root uses that S1 S2 is similar to the symmetric PSD
+matrix M = S1^{1/2} S2 S1^{1/2} (same eigenvalues), so tr((S1 S2)^{1/2}) = sum_i sqrt(lambda_i(M)),
+with S1^{1/2} and lambda(M) from symmetric eigen-decompositions (tiny negative round-off eigenvalues are
+clipped to 0). Unlike a general ``scipy.linalg.sqrtm`` of the non-symmetric S1 S2, this never returns
+complex parts and is stable for singular (rank-deficient) covariances.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_WEIGHTS_ENV = "MOMENTUM_DIFFUSION_INCEPTION_WEIGHTS"
+
+
+def _as_float64(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def _sym_sqrt(s: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric PSD matrix via eigh (negative round-off eigenvalues clipped)."""
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet (2-Wasserstein squared) distance between N(mu1, sigma1) and N(mu2, sigma2), float64."""
+    mu1, mu2 = np.atleast_1d(_as_float64(mu1)), np.atleast_1d(_as_float64(mu2))
+    s1, s2 = np.atleast_2d(_as_float64(sigma1)), np.atleast_2d(_as_float64(sigma2))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}")
+    s1, s2 = 0.5 * (s1 + s1.T), 0.5 * (s2 + s2.T)
+    root1 = _sym_sqrt(s1)
+    m = root1 @ s2 @ root1
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (m + m.T)), 0.0, None)).sum()
+    diff = mu1 - mu2
+    fd = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean
+    return float(max(fd, 0.0))
+
+
+def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and unbiased covariance (D, D) of features (N, D), in float64."""
+    f = _as_float64(features)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"features must be (N >= 2, D), got {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+
+
+def _batches(images, batch_size: int) -> Iterable[torch.Tensor]:
+    if isinstance(images, torch.Tensor):
+        yield from images.split(batch_size)
+    else:  # any iterable of tensors (e.g. a DataLoader yielding image batches)
+        for batch in images:
+            yield batch[0] if isinstance(batch, list | tuple) else batch
+
+
+class FrechetDistance:
+    """FD between images and fixed real statistics, in the feature space of ``feature_extractor``.
+
+    ``feature_extractor`` maps image batches (B, C, H, W) in [-1, 1] to features (B, D). Real statistics
+    are given directly (``real_stats=(mu, sigma)``) or computed from ``real_images`` (a tensor or an
+    iterable of batches).
+    """
+
+    def __init__(
+        self,
+        feature_extractor: nn.Module,
+        real_images=None,
+        real_stats: tuple | None = None,
+        batch_size: int = 256,
+        device: str | torch.device = "cpu",
+    ):
+        self.extractor = feature_extractor.to(device).eval()
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.real_stats: tuple[np.ndarray, np.ndarray] | None = None
+        if real_stats is not None:
+            self.real_stats = (_as_float64(real_stats[0]), _as_float64(real_stats[1]))
+        elif real_images is not None:
+            self.set_real(real_images)
+
+    @torch.no_grad()
+    def features(self, images) -> np.ndarray:
+        """Features (N, D) in float64 of a tensor (N, C, H, W) or an iterable of batches."""
+        out = []
+        for batch in _batches(images, self.batch_size):
+            feats = self.extractor(batch.to(self.device, torch.float32))
+            out.append(feats.reshape(feats.shape[0], -1).double().cpu())
+        if not out:
+            raise ValueError("no images given")
+        return torch.cat(out).numpy()
+
+    def set_real(self, real_images) -> None:
+        self.real_stats = feature_statistics(self.features(real_images))
+
+    def compute(self, fake_images) -> float:
+        """FD between the fake images' feature Gaussian and the real one."""
+        if self.real_stats is None:
+            raise RuntimeError("FrechetDistance has no real statistics; call set_real(real_images) first")
+        mu, sigma = feature_statistics(self.features(fake_images))
+        return frechet_distance(mu, sigma, *self.real_stats)
+
+    __call__ = compute
+
+
+def inception_weights_path(weights_path: str | os.PathLike | None = None) -> Path:
+    """Where the FID Inception weights are expected: the argument, else $MOMENTUM_DIFFUSION_INCEPTION_WEIGHTS,
+    else torch.hub's checkpoint dir (where torchmetrics/torch-fidelity would cache them)."""
+    if weights_path is not None:
+        return Path(weights_path).expanduser()
+    if os.environ.get(INCEPTION_WEIGHTS_ENV):
+        return Path(os.environ[INCEPTION_WEIGHTS_ENV]).expanduser()
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_URL.rsplit("/", 1)[-1]
+
+
+class InceptionFeatures(nn.Module):
+    """2048-d pool features of the TF-ported FID Inception-v3 (torchmetrics/torch-fidelity), from local
+    weights only. Input: images (B, 3, H, W) in [-1, 1], quantized to uint8 as for saved images.
+
+    Raises a one-line error (RuntimeError) if torch-fidelity is missing or the weights file is absent;
+    never downloads.
+    """
+
+    def __init__(self, weights_path: str | os.PathLike | None = None, feature: int = 2048):
+        super().__init__()
+        path = inception_weights_path(weights_path)
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+            from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+        except ImportError:  # pragma: no cover - torchmetrics is a dependency
+            _TORCH_FIDELITY_AVAILABLE = False
+        if not _TORCH_FIDELITY_AVAILABLE:
+            raise RuntimeError(
+                "Inception FID needs torch-fidelity (pip install torch-fidelity) and the weights file "
+                f"{INCEPTION_WEIGHTS_URL} placed at {path} (or ${INCEPTION_WEIGHTS_ENV})"
+            )
+        if not path.is_file():
+            raise RuntimeError(
+                f"Inception FID weights not found at {path}; download {INCEPTION_WEIGHTS_URL} there "
+                f"on a machine with internet (or set ${INCEPTION_WEIGHTS_ENV} to the file)"
+            )
+        self.net = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=[str(feature)], feature_extractor_weights_path=str(path)
+        )
+        self.num_features = feature
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        x = ((images.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+        return self.net(x)
