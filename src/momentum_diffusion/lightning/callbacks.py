@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 
+from ..samplers import configure
 from .evaluation import evaluate_samples, save_preview
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ class SampleEvaluation(pl.Callback):
         if trainer.global_step != self.last_step:
             self.run(trainer, pl_module)
 
-    @torch.no_grad()
     def run(self, trainer, pl_module) -> list[dict]:
         if not trainer.is_global_zero or pl_module.sampler is None:
             return []
@@ -39,7 +38,7 @@ class SampleEvaluation(pl.Callback):
         out_dir = Path(self.out_dir or trainer.default_root_dir)
         rows = []
         for nfe in self.nfe:
-            sampler = functools.partial(pl_module.sampler, nfe=nfe)
+            sampler = configure(pl_module.sampler, nfe=nfe)
             gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
             x, used = pl_module.sample(self.n_samples, sampler, generator=gen)
             metrics = evaluate_samples(trainer.datamodule, x, seed=self.seed)

@@ -40,6 +40,7 @@ class DiffusionModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         identity: dict | None = None,
+        config: dict | None = None,
     ):
         super().__init__()
         objective.check_process(process)
@@ -58,7 +59,7 @@ class DiffusionModule(pl.LightningModule):
         # What a checkpoint must match to be loaded under another config (checked on load).
         self.identity = dict(identity or {}, process=process.name, order=process.order,
                              objective=objective.name, data_shape=list(self.data_shape))
-        self.save_hyperparameters({"identity": self.identity})
+        self.save_hyperparameters({"identity": self.identity, "config": config})
         self.register_buffer("bad_steps_total", torch.zeros((), dtype=torch.long))
         self.consecutive_bad_steps = 0
 

@@ -1,6 +1,6 @@
 """Samplers: pure functions ``(process, score_fn, prior_z, *, nfe, generator, …) -> (z, nfe_used)``."""
 
-from .base import CountingScore, SamplerConfigError, check_support, time_grid
+from .base import CountingScore, SamplerConfigError, check_support, configure, time_grid, unwrap
 from .em import euler_maruyama
 from .ode import probability_flow
 from .pc import predictor_corrector
@@ -19,11 +19,13 @@ __all__ = [
     "CountingScore",
     "SamplerConfigError",
     "check_support",
+    "configure",
     "euler_maruyama",
     "lie_trotter",
     "predictor_corrector",
     "probability_flow",
     "sscs",
     "time_grid",
+    "unwrap",
     "valid_samplers",
 ]

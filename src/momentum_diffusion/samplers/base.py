@@ -48,8 +48,28 @@ def sampler(name: str, supports: Callable[[Process], bool] = lambda p: True, req
     return wrap
 
 
-def check_support(fn, process: Process) -> None:
-    fn = getattr(fn, "func", fn)  # functools.partial from Hydra's _partial_
+def unwrap(sampler) -> tuple[Callable, dict]:
+    """The declared sampler function under (nested) partials, and the merged keyword options."""
+    fn, layers = sampler, []
+    while not hasattr(fn, "sampler_name") and hasattr(fn, "func"):
+        layers.append(dict(getattr(fn, "keywords", None) or {}))
+        fn = fn.func
+    if not hasattr(fn, "sampler_name"):
+        raise SamplerConfigError(f"{sampler!r} is not a sampler (declare it with @sampler)")
+    options = {}
+    for kw in reversed(layers):  # outer partials override inner ones
+        options.update(kw)
+    return fn, options
+
+
+def configure(sampler, **overrides) -> functools.partial:
+    """A flat functools.partial of the sampler function with its options (Hydra partials included)."""
+    fn, options = unwrap(sampler)
+    return functools.partial(fn, **{**options, **overrides})
+
+
+def check_support(sampler, process: Process) -> None:
+    fn, _ = unwrap(sampler)
     if not fn.supports(process):
         raise SamplerConfigError(
             f"sampler '{fn.sampler_name}' does not support diffusion '{process.name}' ({fn.requirement})"

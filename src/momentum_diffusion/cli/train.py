@@ -1,0 +1,43 @@
+"""Training entry point (src/train.py): Hydra config → data, process, objective, network → Lightning fit."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..lightning.checkpointing import AtomicCheckpointIO, load_checkpoint
+from ..lightning.module import check_identity
+from .common import build_module, build_sampler, one_line_errors, to_dict
+
+log = logging.getLogger(__name__)
+
+
+@one_line_errors
+def train(cfg: DictConfig):
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    process = instantiate(cfg.diffusion, _convert_="all")
+    build_sampler(cfg.sampler, process)  # fail on a bad sampler before loading data or building nets
+    instantiate(cfg.objective).check_process(process)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # missing or malformed data fails here, with the path in the message
+    with open_dict(cfg):
+        cfg.data_shape = list(datamodule.data_shape)
+    config = to_dict(cfg)
+    module = build_module(config)
+    if cfg.ckpt_path is not None:  # refuse a checkpoint of another process/model before Lightning loads it
+        check_identity(load_checkpoint(cfg.ckpt_path)["hyper_parameters"]["identity"], module.identity)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    OmegaConf.save(cfg, out_dir / "config.yaml")
+    log.info("training %s with %s on %s; outputs in %s", module.process.describe(), cfg.objective._target_,
+             type(datamodule).__name__, out_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    return trainer

@@ -1,0 +1,14 @@
+"""python src/train.py [group=option …] [key=value …]  (see conf/train.yaml)."""
+
+import hydra
+
+from momentum_diffusion.cli.train import train
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg):
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
