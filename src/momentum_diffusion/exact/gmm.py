@@ -1,0 +1,537 @@
+"""Gaussian-mixture data and its exact perturbed score under any linear phase-space process (DESIGN.md §6).
+
+If x_0 ~ Σ_i w_i N(m_i, C_i) and the auxiliary blocks start at N(0, Σ_0) given x_0, then under the linear
+SDE of ``processes.core`` the state z_t is again a Gaussian mixture in phase space:
+
+    z_t ~ Σ_i w_i N( Φ (m_i, 0, …, 0),  Φ diag(C_i, Σ_0,aux) Φᵀ + Σ(τ) ),     Φ = Φ(τ(t)), Σ = Σ(τ(t)).
+
+With φ = Φ e_1 (first column) and S = Φ Σ_0 Φᵀ + Σ (the kernel covariance given x_0), the (k·d)×(k·d)
+covariance of component i is  φφᵀ ⊗ C_i + S ⊗ I_d.  Writing C_i = U_i diag(λ_i) U_iᵀ and rotating every
+block by U_iᵀ decouples the data coordinates: coordinate j of the rotated state, a k-vector, is
+N(φ μ_ij, P_ij) with μ_i = U_iᵀ m_i and P_ij = λ_ij φφᵀ + S, a k×k matrix.  So the log-density and its
+gradient only need batched k×k algebra over (component, coordinate); the (k·d)×(k·d) matrix is never built.
+
+Axis-aligned components (``std`` or ``diag`` specs, U = I) are handled without any rotation: the
+quadratic forms reduce to two small matrix products against per-sample block outer products, so a call
+costs O(B·K·k²·d) flops with no (B, K, k, d) intermediate.  Components with a full ``cov`` are rotated
+explicitly (O(B·K·k·d²)).  All k×k quantities depend on t only through Φ and S and on the component only
+through the eigenvalue λ, so they are computed once per distinct eigenvalue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import yaml
+
+F64 = torch.float64
+LOG_2PI = math.log(2.0 * math.pi)
+
+#: the repository's example specs (``benchmarks/gmm/*.yaml``), found relative to the package
+BENCHMARK_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "gmm"
+
+_TOP_KEYS = ("name", "description", "dim", "components")
+_COMPONENT_KEYS = ("weight", "mean", "std", "diag", "cov")
+
+
+class GMMSpecError(ValueError):
+    """An invalid Gaussian-mixture spec; the message names the offending field."""
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _number_list(value, what: str, dim: int, where: str) -> list[float]:
+    if not isinstance(value, (list, tuple)):
+        raise GMMSpecError(f"{where}{what} must be a list of {dim} numbers")
+    if len(value) != dim:
+        raise GMMSpecError(f"{where}{what} has {len(value)} entries, dim is {dim}")
+    if not all(_is_number(v) for v in value):
+        raise GMMSpecError(f"{where}{what} must contain only finite numbers")
+    return [float(v) for v in value]
+
+
+class GaussianMixture:
+    """Σ_i w_i N(m_i, C_i) in d dimensions, stored in float64.
+
+    ``weights`` (K,) are normalised; ``means`` (K, d); ``covs`` (K, d, d) symmetric positive definite.
+    """
+
+    def __init__(self, weights, means, covs, name: str = "gmm", description: str = ""):
+        self.weights = torch.as_tensor(weights, dtype=F64).reshape(-1)
+        self.means = torch.as_tensor(means, dtype=F64)
+        self.covs = torch.as_tensor(covs, dtype=F64)
+        K = self.weights.shape[0]
+        if self.means.dim() != 2 or self.means.shape[0] != K:
+            raise ValueError(f"means must be (K={K}, d), got {tuple(self.means.shape)}")
+        d = self.means.shape[1]
+        if self.covs.shape != (K, d, d):
+            raise ValueError(f"covs must be (K={K}, {d}, {d}), got {tuple(self.covs.shape)}")
+        if not bool((self.weights > 0).all()):
+            raise ValueError("weights must be > 0")
+        self.weights = self.weights / self.weights.sum()
+        self.covs = 0.5 * (self.covs + self.covs.transpose(-1, -2))
+        chol, info = torch.linalg.cholesky_ex(self.covs)
+        if bool((info != 0).any()):
+            bad = int(torch.nonzero(info)[0, 0])
+            raise ValueError(f"component {bad}: cov is not positive definite")
+        self.chol = chol
+        self.name = name
+        self.description = description
+
+    # ---- construction from a spec ----------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: Mapping, source: str | None = None) -> GaussianMixture:
+        """Build from the YAML format of ``benchmarks/gmm/README.md``; GMMSpecError names a bad field."""
+        prefix = f"{source}: " if source else ""
+
+        def fail(msg):
+            raise GMMSpecError(prefix + msg)
+
+        if not isinstance(spec, Mapping):
+            fail("a GMM spec must be a mapping with keys name, dim, components")
+        unknown = [str(key) for key in spec if key not in _TOP_KEYS]
+        if unknown:
+            fail(f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_TOP_KEYS)})")
+        for key in ("name", "dim", "components"):
+            if key not in spec:
+                fail(f"missing required field '{key}'")
+        name = spec["name"]
+        if not isinstance(name, str) or not name.strip():
+            fail("name must be a non-empty string")
+        description = spec.get("description", "") or ""
+        if not isinstance(description, str):
+            fail("description must be a string")
+        dim = spec["dim"]
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            fail(f"dim must be a positive integer, got {dim!r}")
+        components = spec["components"]
+        if not isinstance(components, (list, tuple)) or len(components) == 0:
+            fail("components must be a non-empty list")
+
+        weights, means, covs = [], [], []
+        for i, comp in enumerate(components):
+            where = f"{prefix}component {i}: "
+            if not isinstance(comp, Mapping):
+                raise GMMSpecError(f"{where}must be a mapping with keys weight, mean and one of std/diag/cov")
+            unknown = [str(key) for key in comp if key not in _COMPONENT_KEYS]
+            if unknown:
+                raise GMMSpecError(
+                    f"{where}unknown key(s) {', '.join(map(repr, unknown))} "
+                    f"(allowed: {', '.join(_COMPONENT_KEYS)})"
+                )
+            for key in ("weight", "mean"):
+                if key not in comp:
+                    raise GMMSpecError(f"{where}missing '{key}'")
+            w = comp["weight"]
+            if not _is_number(w) or w <= 0:
+                raise GMMSpecError(f"{where}weight must be > 0 (got {w!r})")
+            mean = _number_list(comp["mean"], "mean", dim, where)
+            given = [key for key in ("std", "diag", "cov") if key in comp]
+            if len(given) != 1:
+                raise GMMSpecError(
+                    f"{where}give exactly one of std, diag, cov (got {', '.join(given) if given else 'none'})"
+                )
+            kind = given[0]
+            if kind == "std":
+                std = comp["std"]
+                if not _is_number(std) or std <= 0:
+                    raise GMMSpecError(f"{where}std must be > 0 (got {std!r})")
+                cov = torch.eye(dim, dtype=F64) * float(std) ** 2
+            elif kind == "diag":
+                diag = _number_list(comp["diag"], "diag", dim, where)
+                if min(diag) <= 0:
+                    raise GMMSpecError(f"{where}diag entries (variances) must be > 0")
+                cov = torch.diag(torch.tensor(diag, dtype=F64))
+            else:
+                rows = comp["cov"]
+                if (
+                    not isinstance(rows, (list, tuple))
+                    or len(rows) != dim
+                    or not all(isinstance(r, (list, tuple)) and len(r) == dim for r in rows)
+                ):
+                    raise GMMSpecError(f"{where}cov must be a {dim}×{dim} matrix (list of {dim} rows)")
+                if not all(_is_number(v) for r in rows for v in r):
+                    raise GMMSpecError(f"{where}cov must contain only finite numbers")
+                cov = torch.tensor(rows, dtype=F64)
+                scale = float(cov.abs().max())
+                if float((cov - cov.T).abs().max()) > 1e-8 * max(scale, 1.0):
+                    raise GMMSpecError(f"{where}cov is not symmetric")
+                cov = 0.5 * (cov + cov.T)
+                if float(torch.linalg.eigvalsh(cov).min()) <= 1e-12 * max(scale, 1e-300):
+                    raise GMMSpecError(f"{where}cov is not positive definite")
+            weights.append(float(w))
+            means.append(mean)
+            covs.append(cov)
+        return cls(weights, means, torch.stack(covs), name=name.strip(), description=description)
+
+    @classmethod
+    def load_spec(cls, path: str | Path) -> GaussianMixture:
+        """Load a YAML spec file (see ``resolve_spec`` for bare names like ``ring8_2d``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"GMM spec not found: {path}")
+        try:
+            spec = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise GMMSpecError(f"{path}: not valid YAML ({err})") from err
+        return cls.from_spec(spec, source=str(path))
+
+    # ---- basic properties ------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.weights.shape[0]
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(name={self.name!r}, K={self.n_components}, dim={self.dim})"
+
+    def mean(self) -> torch.Tensor:
+        """Mean of the mixture, (d,) float64."""
+        return self.weights @ self.means
+
+    def covariance(self) -> torch.Tensor:
+        """Covariance of the mixture, (d, d) float64 (law of total covariance)."""
+        mu = self.mean()
+        dev = self.means - mu
+        return torch.einsum("k,kij->ij", self.weights, self.covs) + torch.einsum(
+            "k,ki,kj->ij", self.weights, dev, dev
+        )
+
+    # ---- sampling and density ----------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n i.i.d. draws, (n, d) float32. Deterministic given ``generator``."""
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.dim, generator=generator, dtype=F64)
+        x = torch.empty(n, self.dim, dtype=F64)
+        for i in range(self.n_components):
+            idx = comp == i
+            x[idx] = self.means[i] + eps[idx] @ self.chol[i].T
+        return x.to(torch.float32)
+
+    def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log w_i + log N(x; m_i, C_i) for every component: (n, K) float64."""
+        x = torch.as_tensor(x).to(F64)
+        diff = x[:, None, :] - self.means[None]  # (n, K, d)
+        white = torch.linalg.solve_triangular(self.chol[None], diff.unsqueeze(-1), upper=False).squeeze(-1)
+        logdet = 2.0 * torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1)
+        return torch.log(self.weights) - 0.5 * ((white**2).sum(-1) + logdet + self.dim * LOG_2PI)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x), (n,), computed in float64 and returned in x's floating dtype."""
+        x = torch.as_tensor(x)
+        out = torch.logsumexp(self.component_log_prob(x), dim=-1)
+        return out.to(x.dtype) if x.is_floating_point() else out
+
+
+def resolve_spec(spec: str | Path) -> Path:
+    """A spec path, or a bare name (``ring8_2d`` / ``ring8_2d.yaml``) looked up in ``BENCHMARK_DIR``."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
+    candidate = BENCHMARK_DIR / name
+    if candidate.is_file():
+        return candidate
+    available = sorted(p.stem for p in BENCHMARK_DIR.glob("*.yaml")) if BENCHMARK_DIR.is_dir() else []
+    raise FileNotFoundError(
+        f"GMM spec {str(spec)!r} is neither a file nor a name in {BENCHMARK_DIR} "
+        f"(available: {', '.join(available) or 'none'})"
+    )
+
+
+def load_gmm(spec: str | Path | Mapping | GaussianMixture) -> GaussianMixture:
+    """Accept a GaussianMixture, a spec dict, a YAML path or a bare benchmark name."""
+    if isinstance(spec, GaussianMixture):
+        return spec
+    if isinstance(spec, Mapping):
+        return GaussianMixture.from_spec(spec)
+    return GaussianMixture.load_spec(resolve_spec(spec))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exact score. Components are split into three groups by covariance structure; each group turns the
+# shared per-eigenvalue k×k quantities (P⁻¹, P⁻¹φ, φᵀP⁻¹φ, log det P) into its own per-t coefficients and
+# evaluates log-densities (B, K_g) plus a closure r ↦ Σ_i r_i ∇_{z_k} log N_i for responsibilities r.
+# "lead" is the shape of t: () for one time shared by the batch, (B,) for per-sample times ("batched").
+
+
+def _lead_perm(lead, *tail):
+    return (*range(len(lead)), *tail)
+
+
+class _IsotropicGroup:
+    """C_i = λ_i I: P_ij = P_i for every coordinate, so the quadratic form needs only the k×k Gram matrix
+    Σ_j z_aj z_bj of each sample and the projections z_a · m_i: O(B·k·(k + K)·d)."""
+
+    def __init__(self, comps, means, lam_index):
+        self.comps, self.m, self.idx = comps, means, lam_index  # (Ki,), (Ki, d), (Ki,)
+        self.msq = (means**2).sum(-1)
+
+    def per_sample_elems(self, k, d):
+        return len(self.comps) * k * k
+
+    def coefficients(self, sh, lead, k, d):
+        Lam = sh["Lam"][..., self.idx, :, :]  # (..., Ki, k, k)
+        Lphi = sh["Lphi"][..., self.idx, :]  # (..., Ki, k)
+        return {
+            "Wq": Lam.reshape(*lead, -1, k * k).transpose(-1, -2),  # (..., k², Ki)
+            "Lphi": Lphi,
+            "const": self.msq * sh["phiLphi"][..., self.idx]
+            + d * sh["logdet"][..., self.idx]
+            + k * d * LOG_2PI,
+            "Lrow": Lam[..., -1, :],  # (..., Ki, k): row k−1 of P⁻¹
+            "cs": Lphi[..., -1],  # (..., Ki): (P⁻¹φ)_{k−1}
+        }
+
+    def terms(self, z, c, batched, need_score):
+        B, k, d = z.shape
+        gram = torch.einsum("baj,bcj->bac", z, z).reshape(B, k * k)
+        zm = (z.reshape(B * k, d) @ self.m.T).reshape(B, k, -1)  # (B, k, Ki): z_a · m_i
+        if batched:
+            quad = torch.einsum("bn,bni->bi", gram, c["Wq"]) - 2 * torch.einsum("bai,bia->bi", zm, c["Lphi"])
+        else:
+            quad = gram @ c["Wq"] - 2 * torch.einsum("bai,ia->bi", zm, c["Lphi"])
+        logp = -0.5 * (quad + c["const"])
+
+        def score(r):  # −Σ_i r_i [P_i⁻¹ (z − φ m_i)]_{k−1}
+            coef = torch.einsum("bi,bia->ba", r, c["Lrow"]) if batched else r @ c["Lrow"]
+            return (r * c["cs"]) @ self.m - torch.einsum("ba,bad->bd", coef, z)
+
+        return logp, (score if need_score else None)
+
+
+class _DiagonalGroup:
+    """C_i = diag(λ_i): P_ij depends on the coordinate; the quadratic form is one product of the per-sample
+    block outer products z_aj z_bj, (B, k²d), with a (k²d, K) weight matrix: O(B·K·k²·d)."""
+
+    def __init__(self, comps, means, lam_index):
+        self.comps, self.m, self.idx = comps, means, lam_index  # (Kd,), (Kd, d), (Kd, d)
+
+    def per_sample_elems(self, k, d):
+        return len(self.comps) * d * k * k
+
+    def coefficients(self, sh, lead, k, d):
+        Lam = sh["Lam"][..., self.idx, :, :]  # (..., Kd, d, k, k)
+        W = sh["Lphi"][..., self.idx, :] * self.m[..., None]  # μ_ij P_ij⁻¹φ, (..., Kd, d, k)
+        return {
+            "Wq": Lam.permute(*_lead_perm(lead, -2, -1, -3, -4)).reshape(*lead, k * k * d, -1),
+            "Wc": W.permute(*_lead_perm(lead, -1, -2, -3)).reshape(*lead, k * d, -1),
+            "const": (self.m**2 * sh["phiLphi"][..., self.idx]).sum(-1)
+            + sh["logdet"][..., self.idx].sum(-1)
+            + k * d * LOG_2PI,
+            "Ls": Lam[..., -1, :].permute(*_lead_perm(lead, -1, -3, -2)),  # (..., k, Kd, d)
+            "cs": W[..., -1],  # (..., Kd, d)
+        }
+
+    def terms(self, z, c, batched, need_score):
+        B, k, d = z.shape
+        outer = (z[:, :, None, :] * z[:, None, :, :]).reshape(B, k * k * d)
+        flat = z.reshape(B, k * d)
+        if batched:
+            quad = torch.einsum("bn,bni->bi", outer, c["Wq"]) - 2 * torch.einsum("bn,bni->bi", flat, c["Wc"])
+        else:
+            quad = outer @ c["Wq"] - 2 * (flat @ c["Wc"])
+        logp = -0.5 * (quad + c["const"])
+
+        def score(r):
+            if batched:
+                coef = torch.einsum("bi,baid->bad", r, c["Ls"])
+                return torch.einsum("bi,bid->bd", r, c["cs"]) - (coef * z).sum(1)
+            coef = torch.einsum("bi,aid->bad", r, c["Ls"])
+            return r @ c["cs"] - (coef * z).sum(1)
+
+        return logp, (score if need_score else None)
+
+
+class _FullGroup:
+    """General C_i = U_i diag(λ_i) U_iᵀ: rotate every block by U_iᵀ (O(B·K·k·d²)), then per-coordinate
+    k×k algebra on the rotated (B, K, k, d) state; chunked over the batch to bound memory."""
+
+    def __init__(self, comps, U, means_rot, lam_index, chunk_elems):
+        self.comps, self.U, self.mu, self.idx = comps, U, means_rot, lam_index  # (Kf,) (Kf,d,d) (Kf,d) (Kf,d)
+        self.chunk_elems = chunk_elems
+
+    def per_sample_elems(self, k, d):
+        return len(self.comps) * d * k * (k + 2)
+
+    def coefficients(self, sh, lead, k, d):
+        Lam = sh["Lam"][..., self.idx, :, :]  # (..., Kf, d, k_a, k_b)
+        return {
+            "phi": sh["phi"],
+            "Lam": Lam.permute(*_lead_perm(lead, -1, -4, -2, -3)),  # (..., k_b, Kf, k_a, d)
+            "const": sh["logdet"][..., self.idx].sum(-1) + k * d * LOG_2PI,
+        }
+
+    def _chunk(self, z, c, batched):
+        k = z.shape[1]
+        y = torch.einsum("bad,ide->biae", z, self.U)  # U_iᵀ z_a, (B, Kf, k, d)
+        phi = c["phi"][:, None, :, None] if batched else c["phi"][None, None, :, None]
+        e = y - phi * self.mu[None, :, None, :]
+        Lam = c["Lam"]
+        g = sum((Lam[:, b] if batched else Lam[b]) * e[:, :, b : b + 1, :] for b in range(k))  # P⁻¹ e
+        logp = -0.5 * ((e * g).sum((-1, -2)) + c["const"])
+        return logp, g[:, :, -1, :]  # last-block residual in the rotated basis
+
+    def terms(self, z, c, batched, need_score):
+        B, k, d = z.shape
+        step = B if batched else max(1, self.chunk_elems // (len(self.comps) * k * d))
+        logps, resid = [], []
+        for s in range(0, B, step):
+            lp, g = self._chunk(z[s : s + step], c, batched)
+            logps.append(lp)
+            resid.append(g)
+        g_last = torch.cat(resid)
+
+        def score(r):
+            return -torch.einsum("bi,ide,bie->bd", r, self.U, g_last)
+
+        return torch.cat(logps), (score if need_score else None)
+
+
+class ExactScore:
+    """Exact score ∇_{z_k} log p_t(z) of the noised (last) block for Gaussian-mixture data (DESIGN.md §6).
+
+    ``score(z, t)`` takes z of shape (B, k, d) and t a float, a 0-d tensor or a (B,) tensor and returns
+    (B, d) in z's dtype (all arithmetic in float64). When t is one time for the whole batch (a scalar, or
+    a (B,) tensor with equal entries, as samplers pass it) the per-t k×k quantities are cached (LRU).
+    """
+
+    def __init__(self, process, gmm: GaussianMixture, cache_size: int = 64, chunk_elems: int = 1 << 22):
+        self.process = process
+        self.gmm = gmm
+        self.k = process.order
+        self.d = d = gmm.dim
+        self.cache_size = cache_size
+        self.chunk_elems = chunk_elems
+        self._cache: OrderedDict[float, list] = OrderedDict()
+
+        covs = gmm.covs
+        diag = torch.diagonal(covs, dim1=-2, dim2=-1)  # (K, d)
+        aligned = (covs - torch.diag_embed(diag) == 0).flatten(1).all(dim=1)
+        iso = aligned & (diag == diag[:, :1]).all(dim=1)
+        comps_i = torch.nonzero(iso).flatten()
+        comps_d = torch.nonzero(aligned & ~iso).flatten()
+        comps_f = torch.nonzero(~aligned).flatten()
+        lam_f, U = torch.linalg.eigh(covs[comps_f])  # C = U diag(λ) Uᵀ (empty when there are no full covs)
+        lam_u, inverse = torch.unique(
+            torch.cat([diag[comps_i, 0], diag[comps_d].reshape(-1), lam_f.reshape(-1)]), return_inverse=True
+        )
+        self._lam = lam_u  # distinct eigenvalues of all C_i: the k×k algebra is done once per value
+        n_i, n_d = len(comps_i), len(comps_d) * d
+        self._groups = []
+        if len(comps_i):
+            self._groups.append(_IsotropicGroup(comps_i, gmm.means[comps_i], inverse[:n_i]))
+        if len(comps_d):
+            idx = inverse[n_i : n_i + n_d].reshape(-1, d)
+            self._groups.append(_DiagonalGroup(comps_d, gmm.means[comps_d], idx))
+        if len(comps_f):
+            mu = torch.einsum("ide,id->ie", U, gmm.means[comps_f])  # μ = Uᵀ m
+            idx = inverse[n_i + n_d :].reshape(-1, d)
+            self._groups.append(_FullGroup(comps_f, U, mu, idx, chunk_elems))
+        self._order = torch.cat([g.comps for g in self._groups])  # internal component order
+        self.log_w = torch.log(gmm.weights[self._order])
+
+    # ---- per-t coefficients ------------------------------------------------------------------------
+    def _coefficients(self, t: torch.Tensor) -> list[dict]:
+        """Per-group coefficients for t of shape () or (B,) (leading dims of every entry = t.shape)."""
+        Phi, S, _ = self.process.kernel(t)  # (..., k, k): mean matrix and kernel covariance given x_0
+        phi = Phi[..., :, 0]  # Φ e_1: how the data block enters the mean
+        outer = phi[..., :, None] * phi[..., None, :]
+        P = self._lam[:, None, None] * outer[..., None, :, :] + S[..., None, :, :]  # (..., L, k, k)
+        chol = torch.linalg.cholesky(P)
+        Lam = torch.cholesky_inverse(chol)
+        Lam = 0.5 * (Lam + Lam.transpose(-1, -2))
+        Lphi = torch.einsum("...lab,...b->...la", Lam, phi)
+        shared = {
+            "phi": phi,
+            "Lam": Lam,  # P⁻¹, (..., L, k, k)
+            "Lphi": Lphi,  # P⁻¹φ, (..., L, k)
+            "phiLphi": torch.einsum("...la,...a->...l", Lphi, phi),  # φᵀP⁻¹φ, (..., L)
+            "logdet": 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1),  # (..., L)
+        }
+        return [g.coefficients(shared, t.shape, self.k, self.d) for g in self._groups]
+
+    def _scalar_coefficients(self, t: float) -> list[dict]:
+        key = float(t)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        c = self._coefficients(torch.tensor(key, dtype=F64))
+        if self.cache_size > 0:
+            self._cache[key] = c
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return c
+
+    # ---- evaluation -------------------------------------------------------------------------------
+    def _evaluate_chunk(self, z, coeffs, batched, need_score):
+        parts, closures = [], []
+        for g, c in zip(self._groups, coeffs):
+            lp, fn = g.terms(z, c, batched, need_score)
+            parts.append(lp)
+            closures.append(fn)
+        logits = torch.cat(parts, dim=1) + self.log_w  # (B, K), internal order
+        if not need_score:
+            return logits, None
+        r = torch.softmax(logits, dim=1)
+        score, start = 0.0, 0
+        for g, fn in zip(self._groups, closures):
+            score = score + fn(r[:, start : start + len(g.comps)])
+            start += len(g.comps)
+        return logits, score
+
+    def _evaluate(self, z: torch.Tensor, t, need_score: bool):
+        if z.dim() != 3 or z.shape[1] != self.k or z.shape[2] != self.d:
+            raise ValueError(f"z must have shape (B, k={self.k}, d={self.d}), got {tuple(z.shape)}")
+        z64 = z if z.dtype == F64 else z.to(F64)
+        t = torch.as_tensor(t, dtype=F64).detach().cpu()
+        if t.dim() > 0:
+            t = t.reshape(-1)
+            if t.numel() == 1 or bool((t == t[0]).all()):
+                t = t[0]
+            elif t.numel() != z.shape[0]:
+                raise ValueError(
+                    f"t must be a scalar or one value per sample; got {t.numel()} for B={len(z)}"
+                )
+        if t.dim() == 0:
+            return self._evaluate_chunk(z64, self._scalar_coefficients(float(t)), False, need_score)
+        # per-sample times: coefficients for the distinct times of each chunk, gathered per sample
+        per_sample = sum(g.per_sample_elems(self.k, self.d) for g in self._groups)
+        step = max(1, self.chunk_elems // per_sample)
+        logits, scores = [], []
+        for s in range(0, z.shape[0], step):
+            t_unique, inverse = torch.unique(t[s : s + step], return_inverse=True)
+            coeffs = [{key: v[inverse] for key, v in c.items()} for c in self._coefficients(t_unique)]
+            lp, sc = self._evaluate_chunk(z64[s : s + step], coeffs, True, need_score)
+            logits.append(lp)
+            scores.append(sc)
+        return torch.cat(logits), (torch.cat(scores) if need_score else None)
+
+    # ---- public API ---------------------------------------------------------------------------------
+    def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
+        """∇_{z_k} log p_t(z) of the noised block: (B, d) in z's dtype."""
+        return self._evaluate(z, t, need_score=True)[1].to(z.dtype)
+
+    def component_log_prob(self, z: torch.Tensor, t) -> torch.Tensor:
+        """log w_i + log N_i(z; t) for every component, in the mixture's order: (B, K) float64."""
+        logits, _ = self._evaluate(z, t, need_score=False)
+        out = torch.empty_like(logits)
+        out[:, self._order] = logits
+        return out
+
+    def log_prob(self, z: torch.Tensor, t) -> torch.Tensor:
+        """log p_t(z) of the full phase-space state (B, k, d): (B,) float64, differentiable in z."""
+        return torch.logsumexp(self._evaluate(z, t, need_score=False)[0], dim=1)
+
+    def responsibilities(self, z: torch.Tensor, t) -> torch.Tensor:
+        """Posterior component probabilities p(i | z_t): (B, K) float64, in the mixture's order."""
+        return torch.softmax(self.component_log_prob(z, t), dim=1)
