@@ -90,6 +90,7 @@ def evaluate_accuracy(model: nn.Module, x, y) -> float:
     return float((model(x).argmax(-1) == y).float().mean())
 
 
+@torch.enable_grad()  # callers may sit in a no_grad context (evaluation callbacks)
 def train_digits_classifier(
     epochs: int = 30, seed: int = 0, batch_size: int = 64, lr: float = 2e-3, verbose: bool = False
 ) -> DigitsClassifier:

@@ -1,0 +1,14 @@
+"""python src/benchmark.py gmm=SPEC diffusion=NAME sampler=NAME 'nfe=[…]' n_samples=N seed=S (conf/benchmark.yaml)."""
+
+import hydra
+
+from momentum_diffusion.cli.benchmark import benchmark
+
+
+@hydra.main(config_path="../conf", config_name="benchmark", version_base="1.3")
+def main(cfg):
+    benchmark(cfg)
+
+
+if __name__ == "__main__":
+    main()
