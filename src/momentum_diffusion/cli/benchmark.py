@@ -108,6 +108,7 @@ def plot_rows(rows: list[dict], out_dir: Path) -> None:
 def benchmark(cfg: DictConfig):
     n = check_positive_int("n_samples", cfg.n_samples)
     nfes = [check_positive_int("nfe", v) for v in cfg.nfe]
+    torch.set_num_threads(check_positive_int("threads", cfg.threads))
     gmm = load_gmm(cfg.gmm)
     process = instantiate(cfg.diffusion, _convert_="all")
     sampler = build_sampler(cfg.sampler, process)

@@ -10,6 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 
 from ..exact.gmm import load_gmm
@@ -63,9 +64,11 @@ def main(argv=None):
     parser.add_argument("--n-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="diffusion+sampler labels to run, e.g. cld+sscs")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/exact_scores"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
