@@ -2,6 +2,7 @@
 
 import hydra
 
+from momentum_diffusion.cli.common import check_output_dir
 from momentum_diffusion.cli.train import train
 
 
@@ -11,4 +12,7 @@ def main(cfg):
 
 
 if __name__ == "__main__":
+    import sys
+
+    check_output_dir(sys.argv[1:])
     main()

@@ -24,14 +24,31 @@ USER_ERRORS = (UserError, ValueError, FileNotFoundError, PermissionError, NotADi
 
 
 def user_error_in(exc: BaseException) -> BaseException | None:
-    """The innermost user error in an exception chain (Hydra wraps errors raised by _target_ calls)."""
-    found, seen = None, set()
+    """The outermost user error in an exception chain (Hydra wraps errors raised by _target_ calls)."""
+    seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, USER_ERRORS) and type(exc).__name__ != "InstantiationException":
-            found = exc
-        exc = exc.__cause__ or exc.__context__
-    return found
+        if isinstance(exc, USER_ERRORS):
+            return exc
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return None
+
+
+def check_output_dir(argv: list[str]) -> None:
+    """Fail in one line, before Hydra starts, when the run directory cannot be created or written
+    (a permission check alone is not enough: root passes os.access on read-only mounts)."""
+    import tempfile
+    from pathlib import Path
+
+    target = next((a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))), ".")
+    try:
+        Path(target).expanduser().mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=Path(target).expanduser()):
+            pass
+    except OSError as exc:
+        print(f"error: output directory {target} is not writable ({exc.strerror or type(exc).__name__})",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def one_line_errors(fn: Callable) -> Callable:

@@ -1,0 +1,164 @@
+"""The command-line contract (DESIGN.md §8) through the real entry points, and the bad-input battery."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TRAIN = [
+    "trainer.max_steps=12",
+    "model.base_channels=16",
+    "data.batch_size=32",
+    "callbacks.sample_evaluation.nfe=[4,8]",
+    "callbacks.sample_evaluation.n_samples=32",
+    "callbacks.checkpoint.every_n_train_steps=6",
+]
+
+
+def run(script: str, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(REPO / "src" / script), *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits_cache):
+    out = tmp_path_factory.mktemp("train")
+    run("train.py", *TINY_TRAIN, f"hydra.run.dir={out}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits_cache(tmp_path_factory):
+    cache = os.environ.get("MOMENTUM_DIFFUSION_CACHE")
+    if cache is None:
+        cache = str(tmp_path_factory.mktemp("cache"))
+        os.environ["MOMENTUM_DIFFUSION_CACHE"] = cache
+    return cache
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_checkpoint_grid_and_metric_per_nfe(trained):
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+    assert (trained / "grid.png").is_file()
+    rows = read_csv(trained / "eval_metrics.csv")
+    assert [int(r["nfe_budget"]) for r in rows] == [4, 8]
+    assert all(np.isfinite(float(r["fd_digits"])) for r in rows)
+    assert all(int(r["nfe_used"]) <= int(r["nfe_budget"]) for r in rows)
+
+
+def test_sample_writes_npz_in_data_space_and_is_seeded(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    for name in ("a", "b"):
+        run("sample.py", f"ckpt={ckpt}", "sampler=em", "sampler.nfe=6", "n_samples=5", "seed=3",
+            f"hydra.run.dir={tmp_path / name}")
+    a = np.load(tmp_path / "a" / "samples.npz")["samples"]
+    b = np.load(tmp_path / "b" / "samples.npz")["samples"]
+    assert a.shape == (5, 1, 8, 8) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "a" / "grid.png").is_file()
+
+
+def test_sample_multirun_over_samplers_and_budgets(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    run("sample.py", "-m", f"ckpt={ckpt}", "sampler=em,sscs", "sampler.nfe=4,6", "n_samples=3",
+        f"hydra.sweep.dir={tmp_path}")
+    outputs = sorted(tmp_path.glob("*/samples.npz"))
+    assert len(outputs) == 4
+
+
+def test_evaluate_writes_one_row_per_nfe(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    run("evaluate.py", f"ckpt={ckpt}", "sampler=sscs", "nfe=[4,6]", "n_samples=16", f"hydra.run.dir={tmp_path}")
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert [(r["sampler"], int(r["nfe_budget"])) for r in rows] == [("sscs", 4), ("sscs", 6)]
+    assert all(float(r["fd_digits"]) > 0 for r in rows)
+
+
+def test_resume_continues_from_checkpoint(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    run("train.py", *TINY_TRAIN, "trainer.max_steps=18", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}")
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 18
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
+    (tmp / "corrupt.ckpt").write_bytes(b"not a checkpoint")
+    (tmp / "bad_spec.yaml").write_text("name: bad\ndim: 2\ncomponents:\n- weight: -1\n  mean: [0, 0]\n  std: 1\n")
+    (tmp / "npsd.yaml").write_text("name: bad\ndim: 2\ncomponents:\n- weight: 1\n  mean: [0, 0]\n"
+                                   "  cov: [[1, 2], [2, 1]]\n")
+    (tmp / "a_file").write_text("")
+    out = f"hydra.run.dir={tmp / 'out'}"
+    return [
+        ("train.py", ["sampler=nope", out], "Available options"),
+        ("train.py", ["nonexistent_key=1", out], "nonexistent_key"),
+        ("train.py", ["diffusion=ve", "sampler=sscs", out], "valid samplers for ve"),
+        ("train.py", ["diffusion=hold", "objective=hsm", out], "objective 'hsm'"),
+        ("train.py", ["diffusion=cld", "objective=dsm", out], "objective 'dsm'"),
+        ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=0", out], "sampler.nfe"),
+        ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=2.5", out], "sampler.nfe"),
+        ("sample.py", [f"ckpt={ckpt}", "n_samples=0", out], "n_samples"),
+        ("sample.py", [f"ckpt={tmp / 'missing.ckpt'}", out], "not found"),
+        ("sample.py", [f"ckpt={tmp / 'corrupt.ckpt'}", out], "corrupt"),
+        ("train.py", ["diffusion=hold", f"ckpt_path={ckpt}", out], "does not match"),
+        ("train.py", ["data=cifar10", f"data.root={tmp / 'no_data'}", out], "CIFAR-10 not found"),
+        ("train.py", ["model=ncsnpp", out], "NCSNpp"),
+        ("benchmark.py", [f"gmm={tmp / 'bad_spec.yaml'}", "nfe=[5]", "n_samples=10", out], "weight"),
+        ("benchmark.py", [f"gmm={tmp / 'npsd.yaml'}", "nfe=[5]", "n_samples=10", out], "positive"),
+        ("sample.py", [f"ckpt={ckpt}", f"hydra.run.dir={tmp / 'a_file' / 'x'}"], "not writable"),
+    ]
+
+
+def test_bad_input_battery_one_clear_line_no_traceback_nothing_lost(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    before = digest(ckpt)
+    failures = []
+    cases = bad_inputs(ckpt, tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each case is a separate process start-up
+        procs = list(pool.map(lambda case: run(case[0], *case[1], check=False), cases))
+    for (script, args, expected), proc in zip(cases, procs):
+        ok = proc.returncode != 0 and "Traceback" not in proc.stderr and expected in proc.stderr
+        if "Available options" not in expected and "nonexistent_key" not in expected:
+            ok = ok and len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+        if not ok:
+            failures.append(f"{script} {args}: rc={proc.returncode}\n{proc.stderr[-800:]}")
+    assert not failures, "\n\n".join(failures)
+    assert digest(ckpt) == before
+    assert not (tmp_path / "out" / "samples.npz").exists()
+
+
+def test_benchmark_cli_is_deterministic_and_works_on_an_unseen_spec(tmp_path):
+    spec = tmp_path / "new_3d.yaml"
+    spec.write_text("name: new_3d\ndim: 3\ncomponents:\n- weight: 2\n  mean: [1, 0, 0]\n  diag: [0.1, 0.2, 0.05]\n"
+                    "- weight: 1\n  mean: [-1, 0.5, 0]\n  std: 0.2\n")
+    for name in ("a", "b"):
+        run("benchmark.py", f"gmm={spec}", "diffusion=cld", "sampler=sscs", "nfe=[10,20]", "n_samples=300",
+            f"hydra.run.dir={tmp_path / name}")
+    a, b = read_csv(tmp_path / "a" / "results.csv"), read_csv(tmp_path / "b" / "results.csv")
+    columns = "gmm,diffusion,sampler,nfe_budget,nfe_used,sw2,noise_floor,mode_tv,mode_kl,seconds".split(",")
+    assert list(a[0])[: len(columns)] == columns
+    assert [r["sw2"] for r in a] == [r["sw2"] for r in b]
+    np.testing.assert_array_equal(np.load(tmp_path / "a/samples/nfe20.npy"), np.load(tmp_path / "b/samples/nfe20.npy"))
+    assert np.load(tmp_path / "a/samples/nfe20.npy").shape == (300, 3)
+    assert (tmp_path / "a" / "sw2_vs_nfe.png").is_file()
