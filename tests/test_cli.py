@@ -162,3 +162,13 @@ def test_benchmark_cli_is_deterministic_and_works_on_an_unseen_spec(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a/samples/nfe20.npy"), np.load(tmp_path / "b/samples/nfe20.npy"))
     assert np.load(tmp_path / "a/samples/nfe20.npy").shape == (300, 3)
     assert (tmp_path / "a" / "sw2_vs_nfe.png").is_file()
+
+
+def test_users_hold_command_trains_on_digits(tmp_path, digits_cache):
+    run("train.py", "diffusion=hold", "sampler=lie_trotter", *TINY_TRAIN, "trainer.max_steps=6",
+        f"hydra.run.dir={tmp_path}")
+    rows = read_csv(tmp_path / "eval_metrics.csv")
+    assert [int(r["nfe_budget"]) for r in rows] == [4, 8]
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["hyper_parameters"]["identity"]["process"] == "hold"
+    assert state["hyper_parameters"]["identity"]["order"] == 3

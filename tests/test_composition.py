@@ -1,0 +1,70 @@
+"""Every diffusion composes with every data set and network through the Hydra configs (no CLI start-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from momentum_diffusion.cli.common import build_module, to_dict
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+SHAPES = {"digits": (1, 8, 8), "gmm": (2,), "toy": (2,), "cifar10": (3, 32, 32)}
+TINY_MODEL = {
+    "digits": ["model.base_channels=8"],
+    "gmm": ["model.hidden=32"],
+    "toy": ["model.hidden=32"],
+    "cifar10": ["model.base_channels=8", "model.channel_mult=[1,2]", "model.num_res_blocks=1",
+                "model.attention_resolutions=[16]"],
+}
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=False)
+
+
+def module_for(cfg, data_shape):
+    """Build the module from a composed config (drop the parts that need a running Hydra app)."""
+    with open_dict(cfg):
+        cfg.data_shape = list(data_shape)
+        cfg.callbacks = None
+        cfg.logger = None
+        cfg.trainer.default_root_dir = "."
+    return build_module(to_dict(cfg))
+
+
+@pytest.mark.parametrize("diffusion", ["vp", "ve", "cld", "hold"])
+@pytest.mark.parametrize("data", ["digits", "gmm", "toy", "cifar10"])
+def test_each_diffusion_composes_with_each_data_and_its_network(diffusion, data):
+    cfg = compose_train(f"diffusion={diffusion}", f"data={data}", *TINY_MODEL[data])
+    module = module_for(cfg, SHAPES[data])
+    x0 = torch.rand(3, *SHAPES[data]) * 2 - 1
+    loss = module.objective.loss(module.score_model(ema=False), module.process, x0)
+    assert loss.shape == (3,) and torch.isfinite(loss).all()
+    loss.mean().backward()
+    z = module.process.sample_prior((2, *SHAPES[data]))
+    s = module.score_fn()(z, 0.5)
+    assert s.shape == (2, *SHAPES[data])
+    assert module.process.order == {"vp": 1, "ve": 1, "cld": 2, "hold": 3}[diffusion]
+
+
+def test_natural_defaults_follow_the_diffusion_and_the_data():
+    expected = {"vp": ("DSM", "euler_maruyama"), "ve": ("DSM", "predictor_corrector"),
+                "cld": ("HSM", "sscs"), "hold": ("BCSM", "lie_trotter")}
+    for diffusion, (objective, sampler) in expected.items():
+        cfg = compose_train(f"diffusion={diffusion}")
+        assert cfg.objective._target_.endswith(objective)
+        assert cfg.sampler._target_.endswith(sampler)
+    assert compose_train("data=gmm").model._target_.endswith("MLP")
+    assert compose_train().model._target_.endswith("UNet")
+
+
+def test_hold_order_option_builds_the_nth_order_chain():
+    cfg = compose_train("diffusion=hold", "diffusion.order=4", "objective=bcsm", *TINY_MODEL["digits"])
+    module = module_for(cfg, (1, 8, 8))
+    assert module.process.order == 4
+    assert module.net(torch.zeros(2, 4, 8, 8), torch.zeros(2)).shape == (2, 1, 8, 8)
