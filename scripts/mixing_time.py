@@ -63,9 +63,9 @@ def main():
         print(f"| {name} | {k} | {a:.3f} | {tau:.2f} | {noise:.2f} | {t:.3f} | {tau_T:.2f} |")
     base = rows[0]
     print()
-    print(f"Ratios to VP (τ to KL<1e-3): " + ", ".join(f"{r[0]} {base[3] / r[3]:.2f}×" for r in rows[1:]))
-    print(f"Ratios to VP at matched noise: " + ", ".join(f"{r[0]} {base[4] / r[4]:.2f}×" for r in rows[1:]))
-    print(f"(1/e time of the slowest mode: " + ", ".join(f"{r[0]} {1 / abs(r[2]):.2f}" for r in rows) + ")")
+    print("Ratios to VP (τ to KL<1e-3): " + ", ".join(f"{r[0]} {base[3] / r[3]:.2f}×" for r in rows[1:]))
+    print("Ratios to VP at matched noise: " + ", ".join(f"{r[0]} {base[4] / r[4]:.2f}×" for r in rows[1:]))
+    print("(1/e time of the slowest mode: " + ", ".join(f"{r[0]} {1 / abs(r[2]):.2f}" for r in rows) + ")")
     print(f"log(1e3)={math.log(1e3):.2f}")
 
 

@@ -2,8 +2,8 @@
 
 import hydra
 
-from momentum_diffusion.cli.common import check_output_dir
 from momentum_diffusion.cli.benchmark import benchmark
+from momentum_diffusion.cli.common import check_output_dir
 
 
 @hydra.main(config_path="../conf", config_name="benchmark", version_base="1.3")

@@ -44,12 +44,10 @@ def markdown_table(rows: list[dict], nfes: list[int]) -> str:
     for r in rows:
         groups.setdefault((r["gmm"], r["diffusion"], r["sampler"]), {})[r["nfe_budget"]] = r
     for (spec, diffusion, sampler), by_nfe in groups.items():
-        def cell(n, f):
-            return f(by_nfe[n]) if n in by_nfe else ""
-        ratio = [cell(n, lambda r: f"{r['sw2'] / r['noise_floor']:.2f}") for n in nfes]
-        kl = [cell(n, lambda r: f"{r['mode_kl']:.3g}") for n in nfes]
+        ratio = [f"{by_nfe[n]['sw2'] / by_nfe[n]['noise_floor']:.2f}" if n in by_nfe else "" for n in nfes]
+        kl = [f"{by_nfe[n]['mode_kl']:.3g}" if n in by_nfe else "" for n in nfes]
         lines.append(f"| {spec} | {diffusion} + {sampler} | SW2 / floor | " + " | ".join(ratio) + " |")
-        lines.append(f"| | | mode-KL | " + " | ".join(kl) + " |")
+        lines.append("| | | mode-KL | " + " | ".join(kl) + " |")
     floors = {r["gmm"]: (r["noise_floor"], r["mode_kl_floor"]) for r in rows}
     lines.append("")
     lines.append("Fresh data of the same size: " + "; ".join(

@@ -27,7 +27,7 @@ def evaluate_samples(datamodule, samples: torch.Tensor, seed: int = 0) -> dict[s
         from ..metrics.digits_classifier import digits_fd
 
         return {"fd_digits": float(digits_fd(samples))}
-    from ..metrics.fid import InceptionFeatures, FrechetDistance
+    from ..metrics.fid import FrechetDistance, InceptionFeatures
 
     fd = FrechetDistance(InceptionFeatures(), datamodule.reference_data(min(10_000, 50 * samples.shape[0]), gen))
     return {"fid": float(fd.compute(samples))}

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from .base import CountingScore, check_nfe, drift_per_tau, final_denoise, noise_like, sampler, steps_for_budget
-from .base import time_grid
+from .base import (
+    CountingScore,
+    check_nfe,
+    drift_per_tau,
+    final_denoise,
+    noise_like,
+    sampler,
+    steps_for_budget,
+    time_grid,
+)
 
 
 @sampler("em")

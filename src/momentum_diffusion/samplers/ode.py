@@ -8,8 +8,16 @@ from __future__ import annotations
 import torch
 from torchdiffeq import odeint
 
-from .base import CountingScore, SamplerConfigError, check_nfe, drift_per_tau, final_denoise, sampler
-from .base import steps_for_budget, time_grid
+from .base import (
+    CountingScore,
+    SamplerConfigError,
+    check_nfe,
+    drift_per_tau,
+    final_denoise,
+    sampler,
+    steps_for_budget,
+    time_grid,
+)
 
 
 def pf_ode_velocity(process, score, z, t: float):

@@ -9,8 +9,17 @@ from __future__ import annotations
 import torch
 
 from ..processes.core import apply_blocks, psd_sqrt
-from .base import CountingScore, SamplerConfigError, check_nfe, drift_per_tau, final_denoise, noise_like
-from .base import sampler, steps_for_budget, time_grid
+from .base import (
+    CountingScore,
+    SamplerConfigError,
+    check_nfe,
+    drift_per_tau,
+    final_denoise,
+    noise_like,
+    sampler,
+    steps_for_budget,
+    time_grid,
+)
 
 
 def norm(x: torch.Tensor, per_sample: bool) -> torch.Tensor:

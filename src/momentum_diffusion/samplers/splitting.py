@@ -16,8 +16,16 @@ from __future__ import annotations
 import torch
 
 from ..processes.core import apply_blocks, psd_sqrt
-from .base import CountingScore, check_nfe, final_denoise, has_stationary_law, noise_like, sampler
-from .base import steps_for_budget, time_grid
+from .base import (
+    CountingScore,
+    check_nfe,
+    final_denoise,
+    has_stationary_law,
+    noise_like,
+    sampler,
+    steps_for_budget,
+    time_grid,
+)
 
 
 class ExactLinearFlow:
