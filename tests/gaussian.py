@@ -1,0 +1,65 @@
+"""Exact law and score of Gaussian data N(m, s² I) diffused by any linear phase-space process (test helper).
+
+If x_0 ~ N(m, s² I) and the auxiliary blocks start at N(0, Σ_0,aux) given x_0 (``process.initial_cov``),
+every data coordinate j of z_t is an independent k-vector with law
+
+    N( Φ(τ(t)) (m, 0, …, 0),  Φ diag(s², Σ_0,aux) Φᵀ + Σ(τ(t)) ),
+
+which is exactly ``process.kernel(t, initial_cov=Σ_0 with [0, 0] = s²)`` (the kernel given x_0 has a point
+mass in the data row; replacing it by s² marginalises x_0). The score is −P (z − μ) with P the inverse of
+that k×k covariance; samplers and objectives only need its last (noised) block.
+"""
+
+from __future__ import annotations
+
+import torch
+
+F64 = torch.float64
+
+
+def marginal(process, t, mean: float = 0.0, std: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-coordinate law of z_t for data N(mean, std² I): μ (*t, k) and covariance (*t, k, k), float64."""
+    t = torch.as_tensor(t, dtype=F64)
+    initial = process.initial_cov.clone()
+    initial[0, 0] = std**2
+    Phi, cov, _ = process.kernel(t, initial_cov=initial)
+    return Phi[..., :, 0] * mean, cov
+
+
+def _broadcast(v: torch.Tensor, z: torch.Tensor, batched: bool) -> torch.Tensor:
+    """(k,) or (B, k) → broadcastable against z (B, k, *data)."""
+    v = v.to(device=z.device, dtype=z.dtype)
+    extra = [1] * (z.dim() - 2)
+    return v.reshape(-1, v.shape[-1], *extra) if batched else v.reshape(v.shape[-1], *extra)
+
+
+def full_score(process, z: torch.Tensor, t, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """∇_z log p_t(z) for every block, shape of z (B, k, *data); ``t`` a scalar or a (B,) tensor."""
+    t = torch.as_tensor(t, dtype=F64)
+    mu, cov = marginal(process, t, mean, std)
+    precision = torch.linalg.inv(cov)
+    batched = t.dim() > 0
+    diff = z - _broadcast(mu, z, batched)
+    P = precision.to(device=z.device, dtype=z.dtype)
+    eq = "bij,bj...->bi..." if batched else "ij,bj...->bi..."
+    return -torch.einsum(eq, P, diff)
+
+
+def noised_score(process, z: torch.Tensor, t, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """∇_{z_k} log p_t(z): the score of the noised (last) block, shape of z[:, -1]."""
+    return full_score(process, z, t, mean, std)[:, -1]
+
+
+def score_row(process, t, std: float = 1.0) -> torch.Tensor:
+    """Coefficients c (k,) (or (*t, k)) of the noised-block score for zero-mean data: s_k(z) = −c · z."""
+    _, cov = marginal(process, t, 0.0, std)
+    return torch.linalg.inv(cov)[..., -1, :]
+
+
+def score_fn(process, mean: float = 0.0, std: float = 1.0):
+    """The exact noised-block score as a sampler's ``score_fn(z, t)`` (t a float)."""
+
+    def fn(z: torch.Tensor, t: float) -> torch.Tensor:
+        return noised_score(process, z, float(t), mean, std)
+
+    return fn
