@@ -1,0 +1,198 @@
+"""Adaptive momentum sampling (AMS; Wen et al. 2024, arXiv:2405.13726): PC, heavy-ball Langevin corrector.
+
+AMS replaces the Langevin corrector of predictor–corrector sampling by Langevin with an exponential moving
+average of scores (the update rule of the official code's ``LangevinCorrectorMomentum``):
+
+    g ← s(z, t);  ξ ~ N(0, I)
+    first step of a run:  β ← 0,  m ← g                                      (plain Langevin)
+    otherwise:            ρ ← ‖g − g_prev‖ / ‖Δ‖                              (secant Lipschitz estimate)
+                          β ← clip(((1 − ε̃ ρ) / (1 + ε̃ ρ))², 0, 1 − 1e-4)    (ε̃ the PREVIOUS inflated step)
+                          m ← β m + (1 − β) g
+    ε ← 2 α (snr ‖ξ‖ / ‖m‖)²;   ε̃ ← ε (1 + β)²
+    z_k ← z_k + ε̃ m + sqrt(2ε) ξ;   Δ ← ε̃ m (the noise-free displacement);   g_prev ← g
+
+``‖·‖`` is the per-sample L2 norm averaged over the batch (one β, ρ, ε per batch, as the reference code), or
+per sample with ``per_sample_norm``. The momentum state persists across noise levels (ρ mixes the change
+of t with the change of z, as in the reference code) and lives in one sampling call only.
+
+Choices where the reference code is ambiguous (see references/hold_ams.md, notes 7–13):
+- ε uses the UPDATED momentum m (the reference graph code; its image code uses the previous m). With this
+  choice β = 0 is the score_sde Langevin corrector exactly, step for step.
+- The final step is the framework's ``final_denoise`` (1 NFE, as every sampler here), not the reference
+  code's noise-free last predictor step.
+- Beyond the paper, the corrector acts on the noised block z_k given the other blocks, so AMS runs on every
+  process (VP/VE, CLD, HOLD); α = Φ_kk(Δτ)² as in ``pc.corrector_alpha``.
+
+Note on ρ: Δ excludes the Langevin noise (and the predictor move), while g − g_prev sees them. On a Gaussian
+target ρ is therefore the Lipschitz constant 1/σ² only when the noise is negligible; with the snr step rule
+the noise is 1/(snr (1+β)²) times the drift, and ρ ≈ sqrt(1 + 1/(snr² (1+β)⁴)) / σ² (tests/test_ams.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .base import (
+    CountingScore,
+    SamplerConfigError,
+    check_nfe,
+    final_denoise,
+    noise_like,
+    sampler,
+    steps_for_budget,
+    time_grid,
+)
+from .pc import corrector_alpha, langevin_step_size, norm, predictor_step
+
+BETA_CLIP = 1e-4  # β ≤ 1 − BETA_CLIP (the reference code's eps); not a tunable option
+PREDICTORS = ("reverse_diffusion", "euler_maruyama")
+
+
+@dataclass
+class MomentumState:
+    """The corrector's memory within one sampling run (fresh per call: never module-level)."""
+
+    m: torch.Tensor | None = None  # momentum: EMA of scores
+    g_prev: torch.Tensor | None = None  # score at the previous corrector step
+    delta_norm: torch.Tensor | None = None  # ‖Δ‖ of the previous noise-free displacement Δ = ε̃ m
+    eps_tilde: torch.Tensor | None = None  # previous inflated step ε̃
+
+    @property
+    def started(self) -> bool:
+        return self.m is not None
+
+
+def _scalar_or_vector(x) -> float | torch.Tensor:
+    """A trace entry: a float for batch-scalar quantities, a (B,) CPU tensor for per-sample ones."""
+    if not torch.is_tensor(x):
+        return float(x)
+    return float(x) if x.numel() == 1 else x.detach().reshape(-1).cpu()
+
+
+def adaptive_momentum_langevin(
+    score_fn,
+    z: torch.Tensor,
+    n_steps: int,
+    snr: float,
+    *,
+    t: float,
+    alpha: float = 1.0,
+    state: MomentumState | None = None,
+    generator=None,
+    per_sample_norm: bool = False,
+    fixed_beta: float | None = None,
+    trace: list | None = None,
+) -> tuple[torch.Tensor, MomentumState]:
+    """``n_steps`` adaptive-momentum Langevin steps on the noised block z[:, -1] at fixed time t (in place).
+
+    ``state`` carries the momentum between calls (a fresh one starts with a plain Langevin step);
+    ``fixed_beta`` replaces the adaptive β by a constant (the constant-momentum ablation; β = 0 is the plain
+    Langevin corrector). Random numbers are drawn exactly as the PC Langevin corrector draws them (one
+    ``noise_like(g)`` per step, after the score). ``trace``, if a list, receives one dict per step:
+    {t, beta, rho, eps, eps_tilde} (ρ = nan on the first step; floats, or (B,) tensors per sample).
+    Returns (z, state).
+    """
+    state = MomentumState() if state is None else state
+    for _ in range(n_steps):
+        g = score_fn(z, t)
+        xi = noise_like(g, generator)
+        if not state.started:
+            beta, rho, m = 0.0, math.nan, g
+        else:
+            rho = norm(g - state.g_prev, per_sample_norm) / state.delta_norm.clamp_min(1e-30)
+            if fixed_beta is None:
+                ratio = (1 - state.eps_tilde * rho) / (1 + state.eps_tilde * rho)
+                beta = (ratio**2).clamp(0.0, 1.0 - BETA_CLIP)
+            else:
+                beta = fixed_beta
+            m = beta * state.m + (1 - beta) * g
+        eps = langevin_step_size(alpha, snr, xi, m, per_sample_norm)
+        eps_tilde = eps * (1 + beta) ** 2
+        delta = eps_tilde * m
+        z[:, -1] += delta + (2 * eps) ** 0.5 * xi  # same expression (and rounding) as pc.py when β = 0
+        state.m, state.g_prev, state.eps_tilde = m, g, eps_tilde
+        state.delta_norm = norm(delta, per_sample_norm)
+        if trace is not None:
+            trace.append(
+                {
+                    "t": float(t),
+                    "beta": _scalar_or_vector(beta),
+                    "rho": _scalar_or_vector(rho),
+                    "eps": _scalar_or_vector(eps),
+                    "eps_tilde": _scalar_or_vector(eps_tilde),
+                }
+            )
+    return z, state
+
+
+def _check_options(snr, predictor, fixed_beta, n_corrector) -> None:
+    if not isinstance(snr, (int, float)) or isinstance(snr, bool) or not snr > 0:
+        raise SamplerConfigError(f"sampler.snr must be a number > 0, got {snr!r}")
+    if predictor not in PREDICTORS:
+        raise SamplerConfigError(f"unknown predictor '{predictor}'; choose {' or '.join(PREDICTORS)}")
+    if fixed_beta is not None and (
+        isinstance(fixed_beta, bool) or not isinstance(fixed_beta, (int, float)) or not 0 <= fixed_beta < 1
+    ):
+        raise SamplerConfigError(
+            f"sampler.fixed_beta must be null (adaptive) or in [0, 1), got {fixed_beta!r}"
+        )
+    if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
+        raise SamplerConfigError(f"sampler.n_corrector must be an integer >= 0, got {n_corrector!r}")
+
+
+@sampler("ams")
+@torch.no_grad()
+def adaptive_momentum(
+    process,
+    score_fn,
+    prior_z,
+    *,
+    nfe: int,
+    generator=None,
+    snr: float = 0.16,
+    predictor: str = "reverse_diffusion",
+    per_sample_norm: bool = False,
+    fixed_beta: float | None = None,
+    n_corrector: int = 1,
+    denoise: bool = True,
+    grid: str = "uniform",
+    trace: list | None = None,
+):
+    """PC sampling with the AMS corrector: per step ``n_corrector`` momentum-Langevin steps at t, then one
+    predictor step (NFE = steps·(1 + n_corrector), plus 1 for the final denoising, as ``pc``).
+
+    predictor: reverse_diffusion (score_sde's VE configs) or euler_maruyama (its VP configs).
+    per_sample_norm: per-sample β, ρ, ε instead of the reference code's batch-mean norms.
+    fixed_beta: constant momentum (ablation); None = adaptive β. β = 0 reproduces ``pc`` sample for sample.
+    trace: optional list receiving the corrector's per-step {t, beta, rho, eps, eps_tilde}.
+    The momentum state starts afresh in every call; ``prior_z`` is not modified.
+    """
+    _check_options(snr, predictor, fixed_beta, n_corrector)
+    score = CountingScore(score_fn)
+    n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
+    ts = time_grid(process, n, grid)
+    taus = process.tau(ts)
+    z = prior_z.clone()
+    state = MomentumState()
+    for i in range(n):
+        t, dtau = float(ts[i]), float(taus[i] - taus[i + 1])
+        z, state = adaptive_momentum_langevin(
+            score,
+            z,
+            n_corrector,
+            snr,
+            t=t,
+            alpha=corrector_alpha(process, dtau),
+            state=state,
+            generator=generator,
+            per_sample_norm=per_sample_norm,
+            fixed_beta=fixed_beta,
+            trace=trace,
+        )
+        z = predictor_step(process, predictor, z, score(z, t), dtau, generator)
+    if denoise:
+        z = final_denoise(process, score, z, float(ts[-1]))
+    return z, score.count
