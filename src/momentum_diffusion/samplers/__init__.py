@@ -1,13 +1,17 @@
 """Samplers: pure functions ``(process, score_fn, prior_z, *, nfe, generator, …) -> (z, nfe_used)``."""
 
 from .base import CountingScore, SamplerConfigError, check_support, configure, time_grid, unwrap
+from .ams import adaptive_momentum
 from .em import euler_maruyama
 from .ode import probability_flow
 from .pc import predictor_corrector
 from .splitting import lie_trotter, sscs
 
 # For error messages only ("valid samplers for this process: …"); Hydra `_target_` builds samplers.
-ALL_SAMPLERS = {f.sampler_name: f for f in (euler_maruyama, predictor_corrector, probability_flow, sscs, lie_trotter)}
+ALL_SAMPLERS = {
+    f.sampler_name: f
+    for f in (euler_maruyama, predictor_corrector, probability_flow, sscs, lie_trotter, adaptive_momentum)
+}
 
 
 def valid_samplers(process) -> list[str]:
@@ -16,6 +20,7 @@ def valid_samplers(process) -> list[str]:
 
 __all__ = [
     "ALL_SAMPLERS",
+    "adaptive_momentum",
     "CountingScore",
     "SamplerConfigError",
     "check_support",

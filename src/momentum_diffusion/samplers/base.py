@@ -8,6 +8,7 @@ Sampler contract (k-diffusion style pure functions):
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import torch
@@ -90,8 +91,9 @@ def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float 
     """n_steps + 1 times from t_max down to t_min (float64).
 
     uniform: equal steps in t.  quadratic: denser near t_min (DDIM's quadratic schedule).
-    edm: EDM's ρ-polynomial (Karras et al. 2022, eq. 5) applied to the kernel's noised-block std.
-    logsnr: uniform in log of the kernel's noised-block variance (phase-space analogue of log-SNR).
+    edm: EDM's ρ-polynomial (Karras et al. 2022, eq. 5) in σ(t), the kernel's data-block std.
+    logsnr: uniform in log σ(t) (the phase-space analogue of log-SNR: the noise level on the data block,
+    monotone in t for every process here; the noised block's own variance saturates early and is not).
     """
     t0, t1 = process.t_min, process.t_max
     u = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
@@ -100,22 +102,28 @@ def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float 
     if kind == "quadratic":
         return t0 + (t1 - t0) * (1 - u) ** 2
     if kind in ("edm", "logsnr"):
+        if process.t_min <= 0:
+            raise SamplerConfigError(f"time grid '{kind}' needs t_min > 0")
         return _grid_in_noise_level(process, u, kind, rho)
     raise SamplerConfigError(f"unknown time grid '{kind}'; choose uniform, quadratic, edm or logsnr")
 
 
 def _grid_in_noise_level(process: Process, u: torch.Tensor, kind: str, rho: float) -> torch.Tensor:
-    # σ(t): noised-block std of the kernel, monotone in t for all processes here; invert by bisection.
-    fine = torch.linspace(process.t_min, process.t_max, 4097, dtype=torch.float64)
-    sigma = process.kernel(fine)[1][:, -1, -1].sqrt()
-    s_lo, s_hi = sigma[0], sigma[-1]
+    # σ(t): the kernel's data-block std, monotone in t. Tabulated on a log-spaced t grid and inverted by
+    # interpolating log σ in log t (σ ≈ sqrt(c t) near t_min: linear in t would miss small levels).
+    log_t = torch.linspace(math.log(process.t_min), math.log(process.t_max), 8193, dtype=torch.float64)
+    fine = log_t.exp()
+    fine[0], fine[-1] = process.t_min, process.t_max
+    log_sigma = 0.5 * process.kernel(fine)[1][:, 0, 0].clamp_min(1e-300).log()
+    lo, hi = log_sigma[0], log_sigma[-1]
     if kind == "edm":
-        target = (s_hi ** (1 / rho) + u * (s_lo ** (1 / rho) - s_hi ** (1 / rho))) ** rho
+        s_lo, s_hi = lo.exp(), hi.exp()
+        target = ((s_hi ** (1 / rho) + u * (s_lo ** (1 / rho) - s_hi ** (1 / rho))) ** rho).log()
     else:
-        target = torch.exp(torch.log(s_hi) + u * (torch.log(s_lo) - torch.log(s_hi)))
-    idx = torch.searchsorted(sigma.contiguous(), target.clamp(s_lo, s_hi)).clamp(1, len(fine) - 1)
-    w = (target - sigma[idx - 1]) / (sigma[idx] - sigma[idx - 1]).clamp_min(1e-300)
-    grid = fine[idx - 1] + w.clamp(0, 1) * (fine[idx] - fine[idx - 1])
+        target = hi + u * (lo - hi)
+    idx = torch.searchsorted(log_sigma.contiguous(), target.clamp(lo, hi)).clamp(1, len(fine) - 1)
+    w = (target - log_sigma[idx - 1]) / (log_sigma[idx] - log_sigma[idx - 1]).clamp_min(1e-300)
+    grid = (log_t[idx - 1] + w.clamp(0, 1) * (log_t[idx] - log_t[idx - 1])).exp()
     grid[0], grid[-1] = process.t_max, process.t_min
     return grid
 

@@ -34,7 +34,10 @@ def langevin_step_size(alpha: float, snr: float, noise, grad, per_sample: bool):
 
 def corrector_alpha(process, dtau: float) -> float:
     """score_sde's α_i (1 − β_i for VP, 1 for VE), generalised as Φ_kk(Δτ)² of one step."""
-    return float(process.sde.transition(torch.tensor(dtau))[0][-1, -1] ** 2)
+    return float(process.sde.transition(torch.tensor(dtau, dtype=torch.float64))[0][-1, -1] ** 2)
+
+
+PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 
 
 def predictor_step(process, kind: str, z, s, dtau: float, generator):
@@ -45,7 +48,7 @@ def predictor_step(process, kind: str, z, s, dtau: float, generator):
         z[:, -1] += (dtau * process.noise_scale) ** 0.5 * noise_like(z[:, -1], generator)
         return z
     if kind == "reverse_diffusion":
-        Phi, Sigma = process.sde.transition(torch.tensor(dtau))
+        Phi, Sigma = process.sde.transition(torch.tensor(dtau, dtype=torch.float64))
         z_mean = 2 * z - apply_blocks(Phi, z)
         z_mean += torch.einsum("i,b...->bi...", Sigma[:, -1].to(z.dtype), s)
         return z_mean + apply_blocks(psd_sqrt(Sigma), noise_like(z, generator))
@@ -58,11 +61,13 @@ def predictor_corrector(process, score_fn, prior_z, *, nfe: int, generator=None,
                         n_corrector: int = 1, predictor: str = "reverse_diffusion", per_sample_norm: bool = False,
                         denoise: bool = True, grid: str = "uniform"):
     """Per step: ``n_corrector`` Langevin steps at t, then one predictor step (NFE = steps·(1 + n_corrector))."""
+    if predictor not in PREDICTORS:
+        raise SamplerConfigError(f"unknown predictor '{predictor}'; choose {' or '.join(PREDICTORS)}")
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
     ts = time_grid(process, n, grid)
     taus = process.tau(ts)
-    z = prior_z
+    z = prior_z.clone()  # the corrector updates in place; the caller's prior stays untouched
     for i in range(n):
         t, dtau = float(ts[i]), float(taus[i] - taus[i + 1])
         alpha = corrector_alpha(process, dtau)

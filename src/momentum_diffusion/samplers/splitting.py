@@ -6,8 +6,10 @@ In reverse time the SDE splits into
   remainder     dz_k = b Q_kk (s(z, t) + (Σ∞⁻¹ z)_k) ds   (Euler, 1 NFE).
 For CLD this is the paper's split (A: exact OU/Hamiltonian part, S: v ← v + 2Γβ(s + M⁻¹v)h); for HOLD the
 linear part is the two reversed rotations plus the OU step on s, solved jointly.
-SSCS / Strang: half linear step, remainder at the midpoint, half linear step (second order in the linear
-part). Lie–Trotter: remainder at t, then a full linear step (first order). Both use Δτ = ∫b, so they are
+SSCS / Strang: half linear step, remainder at the midpoint, half linear step. Lie–Trotter: remainder at t,
+then a full linear step (first order). With the default Euler remainder both are first order overall
+(the remainder depends on z_k: its Euler step has O(h²) local error); ``remainder='heun'`` (2 NFE per step)
+makes the Strang composition second order. Both use Δτ = ∫b, so they are
 correct for time-varying b(t).
 """
 
@@ -18,6 +20,7 @@ import torch
 from ..processes.core import apply_blocks, psd_sqrt
 from .base import (
     CountingScore,
+    SamplerConfigError,
     check_nfe,
     final_denoise,
     has_stationary_law,
@@ -38,23 +41,36 @@ class ExactLinearFlow:
     def __call__(self, z, dtau: float, generator):
         key = round(dtau, 15)
         if key not in self.cache:
-            Phi, Sigma = self.sde.transition(torch.tensor(dtau))
+            Phi, Sigma = self.sde.transition(torch.tensor(dtau, dtype=torch.float64))
             self.cache[key] = (Phi, psd_sqrt(Sigma))
         Phi, root = self.cache[key]
         return apply_blocks(Phi, z) + apply_blocks(root, noise_like(z, generator))
 
 
-def score_remainder_step(process, z, s, dtau: float):
-    precision_row = torch.linalg.inv(process.sde.stationary_cov)[-1]
-    gaussian = torch.einsum("i,bi...->b...", precision_row.to(z.dtype), z)
-    z = z.clone()
-    z[:, -1] += dtau * process.noise_scale * (s + gaussian)
-    return z
+def score_remainder_step(process, score, z, t: float, dtau: float, remainder: str = "euler"):
+    """The remainder flow dz_k = Q_kk (s(z, t) + (Σ∞⁻¹ z)_k) dτ over Δτ at frozen t: Euler (1 NFE) or Heun
+    (2 NFE; with the Strang composition the whole step is then second order)."""
+    precision_row = torch.linalg.inv(process.sde.stationary_cov)[-1].to(z.dtype)
+
+    def velocity(y):
+        return process.noise_scale * (score(y, t) + torch.einsum("i,bi...->b...", precision_row, y))
+
+    k1 = velocity(z)
+    out = z.clone()
+    out[:, -1] += dtau * k1
+    if remainder == "heun":
+        out = z.clone()
+        predicted = z.clone()
+        predicted[:, -1] += dtau * k1
+        out[:, -1] += 0.5 * dtau * (k1 + velocity(predicted))
+    return out
 
 
-def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric):
+def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric, remainder="euler"):
+    if remainder not in REMAINDERS:
+        raise SamplerConfigError(f"unknown remainder '{remainder}'; choose {' or '.join(REMAINDERS)}")
     score = CountingScore(score_fn)
-    n = steps_for_budget(check_nfe(nfe), 1, denoise)
+    n = steps_for_budget(check_nfe(nfe), REMAINDERS[remainder], denoise)
     ts = time_grid(process, n, grid)
     linear = ExactLinearFlow(process)
     z = prior_z
@@ -64,29 +80,31 @@ def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmet
         if symmetric:
             t_mid = 0.5 * (t + t_next)
             z = linear(z, float(process.tau(t) - process.tau(t_mid)), generator)
-            z = score_remainder_step(process, z, score(z, t_mid), dtau)
+            z = score_remainder_step(process, score, z, t_mid, dtau, remainder)
             z = linear(z, float(process.tau(t_mid) - process.tau(t_next)), generator)
         else:
-            z = score_remainder_step(process, z, score(z, t), dtau)
+            z = score_remainder_step(process, score, z, t, dtau, remainder)
             z = linear(z, dtau, generator)
     if denoise:
         z = final_denoise(process, score, z, float(ts[-1]))
     return z, score.count
 
 
+REMAINDERS = {"euler": 1, "heun": 2}  # NFE per step
 REQUIREMENT = "splitting needs a stationary Gaussian law (Hurwitz A): vp, cld, hold, langevin<n>"
 
 
 @sampler("sscs", supports=has_stationary_law, requirement=REQUIREMENT)
 @torch.no_grad()
-def sscs(process, score_fn, prior_z, *, nfe: int, generator=None, denoise: bool = True, grid: str = "uniform"):
-    """Symmetric splitting score-based sampler (Strang): 1 NFE per step."""
-    return _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric=True)
+def sscs(process, score_fn, prior_z, *, nfe: int, generator=None, denoise: bool = True, grid: str = "uniform",
+         remainder: str = "euler"):
+    """Symmetric splitting score-based sampler (Strang): 1 NFE per step (2 with ``remainder='heun'``)."""
+    return _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, True, remainder)
 
 
 @sampler("lie_trotter", supports=has_stationary_law, requirement=REQUIREMENT)
 @torch.no_grad()
 def lie_trotter(process, score_fn, prior_z, *, nfe: int, generator=None, denoise: bool = True,
-                grid: str = "uniform", symmetric: bool = False):
+                grid: str = "uniform", symmetric: bool = False, remainder: str = "euler"):
     """Lie–Trotter splitting (first order), or its Strang-symmetric variant with ``symmetric=True``."""
-    return _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric)
+    return _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric, remainder)
