@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..lightning.checkpointing import AtomicCheckpointIO, load_checkpoint
-from ..lightning.module import check_identity
-from .common import build_module, build_sampler, one_line_errors, to_dict
+from ..lightning.module import NonFiniteTrainingError, check_identity
+from .common import UserError, build_module, build_sampler, one_line_errors, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -39,5 +39,8 @@ def train(cfg: DictConfig):
     OmegaConf.save(cfg, out_dir / "config.yaml")
     log.info("training %s with %s on %s; outputs in %s", module.process.describe(), cfg.objective._target_,
              type(datamodule).__name__, out_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except NonFiniteTrainingError as exc:  # one line for the user; the last good checkpoint stays as it was
+        raise UserError(str(exc)) from None
     return trainer

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .sampling import resumable_loader
+
 
 class TensorImages(Dataset):
     """A dataset over a float tensor (N, C, H, W) whose items are plain tensors (no labels)."""
@@ -111,13 +113,12 @@ class DigitsDataModule(pl.LightningDataModule):
     # ----------------------------------------------------------- dataloaders
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(
+        return resumable_loader(  # order from (seed, epoch); position in the epoch is checkpointed
             TensorImages(self.train_images),
             batch_size=self.batch_size,
-            shuffle=True,
+            seed=self.seed,
             drop_last=len(self.train_images) > self.batch_size,
             num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import DataNotFoundError
+from .sampling import resumable_loader
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -114,7 +115,14 @@ class _ImageDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, shuffle=True)
+        return resumable_loader(  # order from (seed, epoch); position in the epoch is checkpointed
+            self.train_set,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            drop_last=len(self.train_set) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from ..exact.gmm import GaussianMixture, load_gmm
+from .sampling import ResumableDataLoader, ResumableRandomSampler
 
 
 class _Rows(Dataset):
@@ -52,16 +53,17 @@ class _VectorDataModule(pl.LightningDataModule):
     def _loader(self, x: torch.Tensor, train: bool) -> DataLoader:
         ds = _Rows(x)
         if train:
-            base = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed + 1))
+            base = ResumableRandomSampler(len(ds), self.seed + 1)  # resumable mid-epoch (data/sampling.py)
             drop_last = len(ds) >= self.batch_size
         else:
             base, drop_last = SequentialSampler(ds), False
-        return DataLoader(
+        return (ResumableDataLoader if train else DataLoader)(
             ds,
             sampler=BatchSampler(base, self.batch_size, drop_last=drop_last),
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed + 1) if train else None,
         )
 
     def train_dataloader(self) -> DataLoader:

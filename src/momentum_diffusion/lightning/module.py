@@ -65,6 +65,8 @@ class DiffusionModule(pl.LightningModule):
 
     # ---- models -------------------------------------------------------------------------------
     def score_model(self, ema: bool = True):
+        if ema:  # never sample with dropout (it would also draw from the global RNG that drives training)
+            self.ema.eval()
         return self.objective.score_model(self.ema if ema else self.train_net, self.process)
 
     def score_fn(self, ema: bool = True):
@@ -101,13 +103,16 @@ class DiffusionModule(pl.LightningModule):
         self.bad_steps_total += 1
         self.consecutive_bad_steps += 1
         warnings.warn(f"non-finite {what} at step {self.global_step}: step skipped", stacklevel=2)
-        self.log("train/bad_steps", self.bad_steps_total.float(), on_step=True)
         if self.consecutive_bad_steps >= self.max_bad_steps:
             raise NonFiniteTrainingError(
                 f"{self.consecutive_bad_steps} consecutive non-finite steps at step {self.global_step}; "
                 "stopping (the last good checkpoint is kept). Lower the learning rate or check the data."
             )
         return None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # Every step (not only bad ones): the column is the running count of skipped steps.
+        self.log("train/bad_steps", self.bad_steps_total.float(), on_step=True, on_epoch=False, batch_size=1)
 
     @torch.no_grad()
     def _update_ema(self):

@@ -1,0 +1,94 @@
+"""Save ``last.ckpt`` when the job is told to stop (SIGTERM: ``kill``, SLURM preemption/time limit, k8s).
+
+Lightning 2.x installs a SIGTERM handler that only sets ``trainer.received_sigterm``; at the end of the
+current batch the loop raises ``SIGTERMException`` (a ``SystemExit``) and the process exits **without** a
+checkpoint (only SLURM auto-requeue, on its own signal, saves one). This callback closes the gap:
+
+* ``on_train_batch_end``: if the flag is set, save ``last.ckpt`` right there, at the same point where
+  ``ModelCheckpoint`` saves its periodic checkpoints, so resuming from it is exact;
+* ``on_exception(SIGTERMException)``: if the flag was raised too late for that (during the last hooks of
+  a batch or at the end of an epoch), save it now.
+
+The file goes where ``ModelCheckpoint`` puts ``last.ckpt`` (the trainer's checkpoint I/O, atomic with
+``AtomicCheckpointIO``). A ``NonFiniteTrainingError`` or any other crash is *not* saved: the last periodic
+checkpoint is the last good state.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointOnSigterm(pl.Callback):
+    def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt"):
+        self.dirpath, self.filename = dirpath, filename
+        self._saved_step: int | None = None
+
+    def path(self, trainer: pl.Trainer) -> Path:
+        if self.dirpath is not None:
+            return Path(self.dirpath) / self.filename
+        ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None)
+        base = ckpt.dirpath if ckpt is not None else Path(trainer.default_root_dir) / "checkpoints"
+        return Path(base) / self.filename
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if self._saved_step == trainer.global_step:
+            return
+        path = self.path(trainer)
+        with _as_at_train_batch_end(trainer):
+            trainer.save_checkpoint(path)
+        self._saved_step = trainer.global_step
+        log.warning("SIGTERM received: saved %s at step %d; resume with ckpt_path=%s", path, trainer.global_step, path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.received_sigterm:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.received_sigterm:
+            self._save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, SIGTERMException) or trainer.received_sigterm and isinstance(exception, SystemExit):
+            self._save(trainer)
+
+
+@contextmanager
+def _as_at_train_batch_end(trainer: pl.Trainer):
+    """Present the loop counters as they are inside ``on_train_batch_end`` while saving.
+
+    Past that hook (end of ``advance``, end of the epoch, ``SIGTERMException``) Lightning has counted the
+    batch as completed and, at an epoch boundary, the epoch as processed; a checkpoint of that state is
+    restored as "restarted on last" and Lightning 2.6 then runs the next epoch with a stale batch count
+    (one batch, then a new epoch). The periodic checkpoints of ``ModelCheckpoint`` are taken inside the hook
+    and restore exactly, so the late save is made to look the same. No-op when already inside the hook.
+    """
+    loop = trainer.fit_loop
+    batches, epochs = loop.epoch_loop.batch_progress, loop.epoch_progress
+    if batches.current.completed < batches.current.processed or batches.current.processed == 0:
+        yield
+        return
+    saved = [(t, t.processed, t.completed) for t in (epochs.current, epochs.total)]
+    saved_batches = [(t, t.completed) for t in (batches.current, batches.total)]
+    stepped = loop.epoch_loop._batches_that_stepped
+    try:
+        for t in (batches.current, batches.total):
+            t.completed -= 1
+        for t in (epochs.current, epochs.total):
+            t.processed = t.completed = t.started - 1
+        loop.epoch_loop._batches_that_stepped = stepped - 1  # advanced in on_advance_end (no accumulation)
+        yield
+    finally:
+        for t, processed, completed in saved:
+            t.processed, t.completed = processed, completed
+        for t, completed in saved_batches:
+            t.completed = completed
+        loop.epoch_loop._batches_that_stepped = stepped
