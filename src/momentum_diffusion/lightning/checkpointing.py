@@ -35,7 +35,8 @@ def load_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated zip, wrong format, pickle errors …
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({type(exc).__name__})") from None
+        reason = type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({reason})") from None
     config = ckpt.get("hyper_parameters", {}).get("config") if isinstance(ckpt, dict) else None
     if config is None or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a momentum_diffusion training checkpoint")
