@@ -55,6 +55,18 @@ def markdown_table(rows: list[dict], nfes: list[int]) -> str:
     return "\n".join(lines)
 
 
+def read_rows(path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key, value in r.items():
+            if key not in ("gmm", "diffusion", "sampler"):
+                r[key] = float(value) if key not in ("nfe_budget", "nfe_used") else int(float(value))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--specs", nargs="*", default=sorted(str(p) for p in (REPO / "benchmarks/gmm").glob("*.yaml")))
@@ -62,6 +74,8 @@ def main(argv=None):
     parser.add_argument("--n-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="diffusion+sampler labels to run, e.g. cld+sscs")
+    parser.add_argument("--render", nargs="*", default=None, metavar="CSV",
+                        help="only merge these results.csv files and render the table and plots")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/exact_scores"))
     args = parser.parse_args(argv)
@@ -69,7 +83,12 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    if args.render:
+        rows = [row for path in args.render for row in read_rows(path)]
+        write_rows(out / "results.csv", rows)
+        args.specs = []
+    else:
+        rows = []
     for spec in args.specs:
         gmm = load_gmm(spec)
         floors = benchmark_floors(gmm, args.n_samples, args.seed)

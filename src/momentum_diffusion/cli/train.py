@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 @one_line_errors
 def train(cfg: DictConfig):
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     process = instantiate(cfg.diffusion, _convert_="all")
     build_sampler(cfg.sampler, process)  # fail on a bad sampler before loading data or building nets
