@@ -78,9 +78,7 @@ def fmt(v: float) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--specs", default="", help="comma-separated spec names (default: all benchmarks/gmm/*.yaml)"
-    )
+    ap.add_argument("--specs", default="", help="comma-separated spec names (default: all benchmarks/gmm/*.yaml)")
     ap.add_argument("--processes", default="ve,vp")
     ap.add_argument("--pc-nfes", type=ints, default=[100, 200, 500, 1000], help="PC reference budgets")
     ap.add_argument("--ams-nfes", type=ints, default=[20, 30, 50, 70, 100, 150, 200, 300, 500, 1000])
@@ -92,9 +90,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     specs = (
-        args.specs.split(",")
-        if args.specs
-        else sorted(p.stem for p in (ROOT / "benchmarks" / "gmm").glob("*.yaml"))
+        args.specs.split(",") if args.specs else sorted(p.stem for p in (ROOT / "benchmarks" / "gmm").glob("*.yaml"))
     )
 
     start = time.perf_counter()

@@ -22,8 +22,7 @@ def gaussian_kl(mean: torch.Tensor, cov: torch.Tensor, cov_q: torch.Tensor) -> f
     """KL(N(mean, cov) ‖ N(0, cov_q)) for k×k matrices (float64)."""
     k = cov.shape[0]
     prec_q = torch.linalg.inv(cov_q)
-    return 0.5 * float(torch.trace(prec_q @ cov) + mean @ prec_q @ mean - k
-                       + torch.logdet(cov_q) - torch.logdet(cov))
+    return 0.5 * float(torch.trace(prec_q @ cov) + mean @ prec_q @ mean - k + torch.logdet(cov_q) - torch.logdet(cov))
 
 
 def mixing_tau(process, x0: float = 1.0, threshold: float = 1e-3, tau_max: float = 200.0) -> float:
@@ -56,8 +55,10 @@ def main():
         abscissa = float(torch.linalg.eigvals(p.sde.A).real.max())
         tau = mixing_tau(p)
         rows.append((p.name, p.order, abscissa, tau, tau * p.noise_scale, t_of_tau(p, tau), float(p.tau(p.t_max))))
-    print("| process | order | spectral abscissa of A | τ to KL<1e-3 | τ·Q_kk (matched noise) | "
-          "t (default schedule) | τ(T) of default |")
+    print(
+        "| process | order | spectral abscissa of A | τ to KL<1e-3 | τ·Q_kk (matched noise) | "
+        "t (default schedule) | τ(T) of default |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, k, a, tau, noise, t, tau_T in rows:
         print(f"| {name} | {k} | {a:.3f} | {tau:.2f} | {noise:.2f} | {t:.3f} | {tau_T:.2f} |")

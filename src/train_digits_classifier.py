@@ -16,9 +16,7 @@ from momentum_diffusion.metrics.digits_classifier import (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--retrain", action="store_true", help="train even if cached weights exist")
-    parser.add_argument(
-        "--cache-dir", default=None, help="default: $MOMENTUM_DIFFUSION_CACHE or ~/.cache/..."
-    )
+    parser.add_argument("--cache-dir", default=None, help="default: $MOMENTUM_DIFFUSION_CACHE or ~/.cache/...")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -15,8 +15,11 @@ SPECS = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "benchmark
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: Path(s).stem)
-@pytest.mark.parametrize("diffusion, sampler, overrides", STANDARD_GRID,
-                         ids=[f"{d}-{s}{'-' + o[0].split('=')[-1] if o else ''}" for d, s, o in STANDARD_GRID])
+@pytest.mark.parametrize(
+    "diffusion, sampler, overrides",
+    STANDARD_GRID,
+    ids=[f"{d}-{s}{'-' + o[0].split('=')[-1] if o else ''}" for d, s, o in STANDARD_GRID],
+)
 def test_every_sampler_reaches_the_data_at_1000_nfe(spec, diffusion, sampler, overrides):
     torch.set_num_threads(1)
     gmm = load_gmm(spec)

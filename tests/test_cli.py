@@ -27,8 +27,14 @@ TINY_TRAIN = [
 
 def run(script: str, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(REPO / "src" / script), *args], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "src" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return proc
@@ -67,8 +73,15 @@ def test_train_writes_checkpoint_grid_and_metric_per_nfe(trained):
 def test_sample_writes_npz_in_data_space_and_is_seeded(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
     for name in ("a", "b"):
-        run("sample.py", f"ckpt={ckpt}", "sampler=em", "sampler.nfe=6", "n_samples=5", "seed=3",
-            f"hydra.run.dir={tmp_path / name}")
+        run(
+            "sample.py",
+            f"ckpt={ckpt}",
+            "sampler=em",
+            "sampler.nfe=6",
+            "n_samples=5",
+            "seed=3",
+            f"hydra.run.dir={tmp_path / name}",
+        )
     a = np.load(tmp_path / "a" / "samples.npz")["samples"]
     b = np.load(tmp_path / "b" / "samples.npz")["samples"]
     assert a.shape == (5, 1, 8, 8) and np.isfinite(a).all()
@@ -78,8 +91,15 @@ def test_sample_writes_npz_in_data_space_and_is_seeded(trained, tmp_path):
 
 def test_sample_multirun_over_samplers_and_budgets(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
-    run("sample.py", "-m", f"ckpt={ckpt}", "sampler=em,sscs", "sampler.nfe=4,6", "n_samples=3",
-        f"hydra.sweep.dir={tmp_path}")
+    run(
+        "sample.py",
+        "-m",
+        f"ckpt={ckpt}",
+        "sampler=em,sscs",
+        "sampler.nfe=4,6",
+        "n_samples=3",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     outputs = sorted(tmp_path.glob("*/samples.npz"))
     assert len(outputs) == 4
 
@@ -106,8 +126,9 @@ def digest(path: Path) -> str:
 def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
     (tmp / "corrupt.ckpt").write_bytes(b"not a checkpoint")
     (tmp / "bad_spec.yaml").write_text("name: bad\ndim: 2\ncomponents:\n- weight: -1\n  mean: [0, 0]\n  std: 1\n")
-    (tmp / "npsd.yaml").write_text("name: bad\ndim: 2\ncomponents:\n- weight: 1\n  mean: [0, 0]\n"
-                                   "  cov: [[1, 2], [2, 1]]\n")
+    (tmp / "npsd.yaml").write_text(
+        "name: bad\ndim: 2\ncomponents:\n- weight: 1\n  mean: [0, 0]\n  cov: [[1, 2], [2, 1]]\n"
+    )
     (tmp / "a_file").write_text("")
     out = f"hydra.run.dir={tmp / 'out'}"
     return [
@@ -150,11 +171,20 @@ def test_bad_input_battery_one_clear_line_no_traceback_nothing_lost(trained, tmp
 
 def test_benchmark_cli_is_deterministic_and_works_on_an_unseen_spec(tmp_path):
     spec = tmp_path / "new_3d.yaml"
-    spec.write_text("name: new_3d\ndim: 3\ncomponents:\n- weight: 2\n  mean: [1, 0, 0]\n  diag: [0.1, 0.2, 0.05]\n"
-                    "- weight: 1\n  mean: [-1, 0.5, 0]\n  std: 0.2\n")
+    spec.write_text(
+        "name: new_3d\ndim: 3\ncomponents:\n- weight: 2\n  mean: [1, 0, 0]\n  diag: [0.1, 0.2, 0.05]\n"
+        "- weight: 1\n  mean: [-1, 0.5, 0]\n  std: 0.2\n"
+    )
     for name in ("a", "b"):
-        run("benchmark.py", f"gmm={spec}", "diffusion=cld", "sampler=sscs", "nfe=[10,20]", "n_samples=300",
-            f"hydra.run.dir={tmp_path / name}")
+        run(
+            "benchmark.py",
+            f"gmm={spec}",
+            "diffusion=cld",
+            "sampler=sscs",
+            "nfe=[10,20]",
+            "n_samples=300",
+            f"hydra.run.dir={tmp_path / name}",
+        )
     a, b = read_csv(tmp_path / "a" / "results.csv"), read_csv(tmp_path / "b" / "results.csv")
     columns = "gmm,diffusion,sampler,nfe_budget,nfe_used,sw2,noise_floor,mode_tv,mode_kl,seconds".split(",")
     assert list(a[0])[: len(columns)] == columns
@@ -165,8 +195,14 @@ def test_benchmark_cli_is_deterministic_and_works_on_an_unseen_spec(tmp_path):
 
 
 def test_users_hold_command_trains_on_digits(tmp_path, digits_cache):
-    run("train.py", "diffusion=hold", "sampler=lie_trotter", *TINY_TRAIN, "trainer.max_steps=6",
-        f"hydra.run.dir={tmp_path}")
+    run(
+        "train.py",
+        "diffusion=hold",
+        "sampler=lie_trotter",
+        *TINY_TRAIN,
+        "trainer.max_steps=6",
+        f"hydra.run.dir={tmp_path}",
+    )
     rows = read_csv(tmp_path / "eval_metrics.csv")
     assert [int(r["nfe_budget"]) for r in rows] == [4, 8]
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

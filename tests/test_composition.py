@@ -17,8 +17,12 @@ TINY_MODEL = {
     "digits": ["model.base_channels=8"],
     "gmm": ["model.hidden=32"],
     "toy": ["model.hidden=32"],
-    "cifar10": ["model.base_channels=8", "model.channel_mult=[1,2]", "model.num_res_blocks=1",
-                "model.attention_resolutions=[16]"],
+    "cifar10": [
+        "model.base_channels=8",
+        "model.channel_mult=[1,2]",
+        "model.num_res_blocks=1",
+        "model.attention_resolutions=[16]",
+    ],
 }
 
 
@@ -53,8 +57,12 @@ def test_each_diffusion_composes_with_each_data_and_its_network(diffusion, data)
 
 
 def test_natural_defaults_follow_the_diffusion_and_the_data():
-    expected = {"vp": ("DSM", "euler_maruyama"), "ve": ("DSM", "predictor_corrector"),
-                "cld": ("HSM", "sscs"), "hold": ("BCSM", "lie_trotter")}
+    expected = {
+        "vp": ("DSM", "euler_maruyama"),
+        "ve": ("DSM", "predictor_corrector"),
+        "cld": ("HSM", "sscs"),
+        "hold": ("BCSM", "lie_trotter"),
+    }
     for diffusion, (objective, sampler) in expected.items():
         cfg = compose_train(f"diffusion={diffusion}")
         assert cfg.objective._target_.endswith(objective)

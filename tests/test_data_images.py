@@ -61,9 +61,7 @@ def test_digits_reference_data_and_padding():
 
 def _write_batch(path, data, labels):
     with open(path, "wb") as f:
-        pickle.dump(
-            {b"batch_label": b"fake", b"labels": labels, b"data": data, b"filenames": []}, f, protocol=2
-        )
+        pickle.dump({b"batch_label": b"fake", b"labels": labels, b"data": data, b"filenames": []}, f, protocol=2)
 
 
 def _fake_cifar(root, n_per_batch=3):

@@ -106,9 +106,7 @@ def test_score_equals_autograd_of_dense_density(proc, spec):
         got = exact(z, t)
         assert got.shape == (24, gmm.dim) and got.dtype == F64
         torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-8 * float(ref.abs().max()))
-        torch.testing.assert_close(
-            exact.log_prob(z, t), dense_log_prob(process, gmm, z, t), rtol=1e-10, atol=1e-8
-        )
+        torch.testing.assert_close(exact.log_prob(z, t), dense_log_prob(process, gmm, z, t), rtol=1e-10, atol=1e-8)
 
 
 @pytest.mark.parametrize("proc", list(PROCESSES))
@@ -199,9 +197,7 @@ def test_structure_paths_on_benchmark_mixture():
         "_DiagonalGroup": gmm.covs[:, :4, :4] * spread,
         "_FullGroup": (rot * spread) @ rot.T * gmm.covs[:, :1, :1],
     }
-    z = marginal_points(
-        process, GaussianMixture(gmm.weights, m, variants["_IsotropicGroup"]), 0.2, 32, seed=7
-    )
+    z = marginal_points(process, GaussianMixture(gmm.weights, m, variants["_IsotropicGroup"]), 0.2, 32, seed=7)
     for group, covs in variants.items():
         sub = GaussianMixture(gmm.weights, m, covs)
         exact = ExactScore(process, sub)
@@ -294,8 +290,6 @@ def test_spec_validation_top_level_errors(tmp_path):
     path.write_text("name: x\ndim: 1\ncomponents:\n- weight: 1\n  mean: [0]\n  std: 0\n")
     with pytest.raises(GMMSpecError, match="bad.yaml: component 0: std must be > 0"):
         GaussianMixture.load_spec(path)
-    path.write_text(
-        "name: x\ndescription: ok\ndim: 1\ncomponents:\n- weight: 3\n  mean: [0]\n  diag: [2.0]\n"
-    )
+    path.write_text("name: x\ndescription: ok\ndim: 1\ncomponents:\n- weight: 3\n  mean: [0]\n  diag: [2.0]\n")
     gmm = GaussianMixture.load_spec(path)
     assert float(gmm.weights[0]) == 1.0 and float(gmm.covs[0, 0, 0]) == 2.0

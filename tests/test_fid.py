@@ -37,9 +37,9 @@ def test_closed_form_1d_and_diagonal():
     got = frechet_distance(m1, np.diag(s1**2), m2, np.diag(s2**2))
     assert got == pytest.approx(expected, rel=1e-10)
     # torch inputs work too
-    assert frechet_distance(
-        torch.tensor(m1), torch.tensor(np.diag(s1**2)), m2, np.diag(s2**2)
-    ) == pytest.approx(expected, rel=1e-10)
+    assert frechet_distance(torch.tensor(m1), torch.tensor(np.diag(s1**2)), m2, np.diag(s2**2)) == pytest.approx(
+        expected, rel=1e-10
+    )
 
 
 def test_symmetric_and_matches_sqrtm():
@@ -60,9 +60,7 @@ def test_feature_statistics_and_helper():
     real = rng.randn(4000, 3) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
     mu, cov = feature_statistics(real)
     assert np.allclose(mu, real.mean(0)) and np.allclose(cov, np.cov(real, rowvar=False))
-    fd = FrechetDistance(
-        torch.nn.Flatten(), real_images=torch.tensor(real, dtype=torch.float32), batch_size=512
-    )
+    fd = FrechetDistance(torch.nn.Flatten(), real_images=torch.tensor(real, dtype=torch.float32), batch_size=512)
     fake = torch.tensor(rng.randn(4000, 3) * [1.0, 2.0, 0.5] + [0.0, 1.0, 1.0], dtype=torch.float32)
     assert fd.compute(fake) == pytest.approx(4.0, rel=0.1)  # mean shift of 2 in one coordinate
     batches = [b for b in fake.split(1000)]

@@ -32,9 +32,7 @@ def test_sw2_zero_for_identical_sets_and_permutation_invariant():
 def test_w2_of_shifted_1d_gaussians():
     x = torch.randn(40_000, 1, generator=_gen(0))
     y = 1.5 + torch.randn(30_000, 1, generator=_gen(1))  # unequal sizes on purpose
-    assert sliced_wasserstein2(x, y, n_projections=4) == pytest.approx(
-        1.5, abs=0.03
-    )  # W2(N(0,1), N(δ,1)) = δ
+    assert sliced_wasserstein2(x, y, n_projections=4) == pytest.approx(1.5, abs=0.03)  # W2(N(0,1), N(δ,1)) = δ
 
 
 def test_sliced_w2_of_a_shift_in_d_dims():
@@ -126,9 +124,7 @@ def test_gmm_datamodule():
     assert dm.data_shape == (2,) and dm.kind == "vector"
     dm.setup("fit")
     batches = list(dm.train_dataloader())
-    assert len(batches) == 1000 // 128 and all(
-        b.shape == (128, 2) and b.dtype == torch.float32 for b in batches
-    )
+    assert len(batches) == 1000 // 128 and all(b.shape == (128, 2) and b.dtype == torch.float32 for b in batches)
     val = torch.cat(list(dm.val_dataloader()))
     assert val.shape == (300, 2)
     again = GMMDataModule("ring8_2d", n_train=1000, n_val=300, batch_size=128, seed=3)

@@ -75,9 +75,7 @@ def _ols_check(process, x0, t, seed, w_hat, w_true):
     Z = z.permute(0, 2, 1).reshape(-1, process.order)  # (n·d, k)
     y = eps[:, -1].reshape(-1)
     w_ls = torch.linalg.lstsq(Z, y.unsqueeze(1)).solution.squeeze(1)
-    assert torch.allclose(w_hat, w_ls, rtol=1e-7, atol=1e-9), (
-        "the loss is not the stated quadratic ‖w·z − ε_k‖²"
-    )
+    assert torch.allclose(w_hat, w_ls, rtol=1e-7, atol=1e-9), "the loss is not the stated quadratic ‖w·z − ε_k‖²"
     resid = y - Z @ w_ls
     cov_w = resid.var() * torch.linalg.inv(Z.T @ Z)
     diff = w_hat - w_true
@@ -109,9 +107,7 @@ def test_minimiser_is_true_score_for_gaussian_data(case, t_frac):
     with torch.no_grad():
         model.net.w.copy_(w_hat)
         z = torch.randn(256, process.order, d, generator=torch.Generator().manual_seed(99), dtype=F64)
-        assert torch.allclose(
-            model.score(z, t_val), -ell * torch.einsum("i,bi...->b...", w_hat, z), rtol=1e-12
-        )
+        assert torch.allclose(model.score(z, t_val), -ell * torch.einsum("i,bi...->b...", w_hat, z), rtol=1e-12)
         s_exact = noised_score(process, z, t_val, 0.0, DATA_STD)
         assert torch.allclose(s_exact, -torch.einsum("i,bi...->b...", c, z), rtol=1e-10, atol=1e-10)
 

@@ -209,9 +209,7 @@ def test_transition_van_loan_branch_matches_ode():
     assert (Sigma - Sigma_ref).abs().max() < 1e-9
 
 
-@pytest.mark.parametrize(
-    "name, tau, min_error", [("hold", 20.0, 1e-8), ("chain4", 15.0, 1e-3), ("chain4", 20.0, 1e-3)]
-)
+@pytest.mark.parametrize("name, tau, min_error", [("hold", 20.0, 1e-8), ("chain4", 15.0, 1e-3), ("chain4", 20.0, 1e-3)])
 def test_plain_van_loan_fails_where_stationary_form_holds(name, tau, min_error):
     """Why the core uses Σ∞ − ΦΣ∞Φᵀ: the Van Loan block exponential contains exp(−τA) ~ e^{τ|Re λ|}
     (λ = −√3 for HOLD, −√5 for the order-4 chain), so float64 cancellation leaves an error growing like

@@ -266,9 +266,7 @@ def _exact(name, process_name, steps, **kw):
 
 def _errors(name, process_name, steps, **kw):
     mean, cov = _exact(name, process_name, steps, **kw)
-    mu0, cov0 = marginal(
-        PROCESSES_ALL[process_name](), PROCESSES_ALL[process_name]().t_min, M, kw.get("data_std", S)
-    )
+    mu0, cov0 = marginal(PROCESSES_ALL[process_name](), PROCESSES_ALL[process_name]().t_min, M, kw.get("data_std", S))
     return (mean - mu0)[0].item(), (cov - cov0)[0, 0].item()
 
 
@@ -347,8 +345,10 @@ def test_strang_beats_lie_trotter_on_the_noised_block(process_name):
     process = PROCESSES_ALL[process_name]()
     _, cov0 = marginal(process, process.t_min, M, S)
     steps = [100, 200, 400]
-    errors = {name: [abs((exact_law(name, process_name, n)[1] - cov0)[-1, -1].item()) for n in steps]
-              for name in ("sscs", "lie_trotter")}
+    errors = {
+        name: [abs((exact_law(name, process_name, n)[1] - cov0)[-1, -1].item()) for n in steps]
+        for name in ("sscs", "lie_trotter")
+    }
     assert all(a < b for a, b in zip(errors["sscs"], errors["lie_trotter"])), errors
     assert _slope(steps, errors["sscs"]) < _slope(steps, errors["lie_trotter"]) - 0.2, errors
 
@@ -439,9 +439,7 @@ def test_adaptive_ode_reports_its_nfe():
     counts = {}
     for denoise in (False, True):
         score = Counting(score_fn(process, M, S))
-        _, used = probability_flow(
-            process, score, z0.clone(), method="dopri5", rtol=1e-4, atol=1e-4, denoise=denoise
-        )
+        _, used = probability_flow(process, score, z0.clone(), method="dopri5", rtol=1e-4, atol=1e-4, denoise=denoise)
         assert used == score.count > 0
         counts[denoise] = used
     assert counts[True] == counts[False] + 1

@@ -36,8 +36,17 @@ def sampler_label(sampler) -> str:
     return name
 
 
-def run_benchmark(process, sampler, gmm, nfes, n_samples: int, seed: int, out_dir: Path | None = None,
-                  batch_size: int | None = None, floors: dict | None = None) -> list[dict]:
+def run_benchmark(
+    process,
+    sampler,
+    gmm,
+    nfes,
+    n_samples: int,
+    seed: int,
+    out_dir: Path | None = None,
+    batch_size: int | None = None,
+    floors: dict | None = None,
+) -> list[dict]:
     """One row per NFE budget; the same seed gives the same prior draws and noise for every budget."""
     score = ExactScore(process, gmm)
     floors = floors or benchmark_floors(gmm, n_samples, seed)
@@ -56,14 +65,24 @@ def run_benchmark(process, sampler, gmm, nfes, n_samples: int, seed: int, out_di
         x = torch.cat(parts)
         seconds = time.perf_counter() - start
         ref = gmm.sample(n_samples, torch.Generator().manual_seed(seed + 1))
-        quality = mode_quality(x, gmm) if torch.isfinite(x).all() else {"mode_tv": float("nan"), "mode_kl": float("nan")}
-        rows.append({
-            "gmm": gmm.name, "diffusion": process.name, "sampler": sampler_label(sampler), "nfe_budget": int(nfe),
-            "nfe_used": int(used),
-            "sw2": float(sliced_wasserstein2(x, ref, seed=seed)) if torch.isfinite(x).all() else float("nan"),
-            "noise_floor": floors["sw2"], "mode_tv": float(quality["mode_tv"]), "mode_kl": float(quality["mode_kl"]),
-            "seconds": round(seconds, 3), "mode_kl_floor": floors["mode_kl"],
-        })
+        quality = (
+            mode_quality(x, gmm) if torch.isfinite(x).all() else {"mode_tv": float("nan"), "mode_kl": float("nan")}
+        )
+        rows.append(
+            {
+                "gmm": gmm.name,
+                "diffusion": process.name,
+                "sampler": sampler_label(sampler),
+                "nfe_budget": int(nfe),
+                "nfe_used": int(used),
+                "sw2": float(sliced_wasserstein2(x, ref, seed=seed)) if torch.isfinite(x).all() else float("nan"),
+                "noise_floor": floors["sw2"],
+                "mode_tv": float(quality["mode_tv"]),
+                "mode_kl": float(quality["mode_kl"]),
+                "seconds": round(seconds, 3),
+                "mode_kl_floor": floors["mode_kl"],
+            }
+        )
         log.info("%s", rows[-1])
         if out_dir is not None:
             (out_dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -87,8 +106,10 @@ def plot_rows(rows: list[dict], out_dir: Path) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["gmm"], r["diffusion"], r["sampler"]), []).append(r)
-    for metric, floor_key, fname in (("sw2", "noise_floor", "sw2_vs_nfe.png"),
-                                      ("mode_kl", "mode_kl_floor", "mode_kl_vs_nfe.png")):
+    for metric, floor_key, fname in (
+        ("sw2", "noise_floor", "sw2_vs_nfe.png"),
+        ("mode_kl", "mode_kl_floor", "mode_kl_vs_nfe.png"),
+    ):
         specs = sorted({k[0] for k in groups})
         fig, axes = plt.subplots(1, len(specs), figsize=(5 * len(specs), 4), squeeze=False)
         for ax, spec in zip(axes[0], specs):
@@ -114,8 +135,9 @@ def benchmark(cfg: DictConfig):
     sampler = build_sampler(cfg.sampler, process)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = run_benchmark(process, sampler, gmm, nfes, n, cfg.seed, out_dir if cfg.save_samples else None,
-                         batch_size=cfg.batch_size)
+    rows = run_benchmark(
+        process, sampler, gmm, nfes, n, cfg.seed, out_dir if cfg.save_samples else None, batch_size=cfg.batch_size
+    )
     write_rows(out_dir / "results.csv", rows)
     plot_rows(rows, out_dir)
     return rows

@@ -20,9 +20,16 @@ from .common import build_sampler
 
 REPO = Path(__file__).resolve().parents[3]
 STANDARD_GRID = [  # (diffusion, sampler, extra overrides)
-    ("vp", "em", []), ("vp", "pc", ["sampler.predictor=euler_maruyama"]), ("vp", "ode", ["sampler.method=heun"]),
-    ("ve", "pc", []), ("cld", "em", []), ("cld", "sscs", []), ("cld", "ode", ["sampler.method=heun"]),
-    ("hold", "em", []), ("hold", "lie_trotter", []), ("hold", "lie_trotter", ["sampler.symmetric=true"]),
+    ("vp", "em", []),
+    ("vp", "pc", ["sampler.predictor=euler_maruyama"]),
+    ("vp", "ode", ["sampler.method=heun"]),
+    ("ve", "pc", []),
+    ("cld", "em", []),
+    ("cld", "sscs", []),
+    ("cld", "ode", ["sampler.method=heun"]),
+    ("hold", "em", []),
+    ("hold", "lie_trotter", []),
+    ("hold", "lie_trotter", ["sampler.symmetric=true"]),
 ]
 STANDARD_NFE = [10, 20, 50, 100, 200, 500, 1000]
 
@@ -38,8 +45,10 @@ def build(diffusion: str, sampler: str, overrides: list[str]):
 
 def markdown_table(rows: list[dict], nfes: list[int]) -> str:
     """One line per spec × sampler: SW2 / noise floor and mode-KL at each NFE budget."""
-    lines = ["| spec | diffusion + sampler | metric | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-             "|---|---|---|" + "---|" * len(nfes)]
+    lines = [
+        "| spec | diffusion + sampler | metric | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+        "|---|---|---|" + "---|" * len(nfes),
+    ]
     groups: dict[tuple, dict[int, dict]] = {}
     for r in rows:
         groups.setdefault((r["gmm"], r["diffusion"], r["sampler"]), {})[r["nfe_budget"]] = r
@@ -50,8 +59,10 @@ def markdown_table(rows: list[dict], nfes: list[int]) -> str:
         lines.append("| | | mode-KL | " + " | ".join(kl) + " |")
     floors = {r["gmm"]: (r["noise_floor"], r["mode_kl_floor"]) for r in rows}
     lines.append("")
-    lines.append("Fresh data of the same size: " + "; ".join(
-        f"{s}: SW2 floor {a:.4f}, mode-KL {b:.4f}" for s, (a, b) in floors.items()))
+    lines.append(
+        "Fresh data of the same size: "
+        + "; ".join(f"{s}: SW2 floor {a:.4f}, mode-KL {b:.4f}" for s, (a, b) in floors.items())
+    )
     return "\n".join(lines)
 
 
@@ -74,8 +85,13 @@ def main(argv=None):
     parser.add_argument("--n-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="diffusion+sampler labels to run, e.g. cld+sscs")
-    parser.add_argument("--render", nargs="*", default=None, metavar="CSV",
-                        help="only merge these results.csv files and render the table and plots")
+    parser.add_argument(
+        "--render",
+        nargs="*",
+        default=None,
+        metavar="CSV",
+        help="only merge these results.csv files and render the table and plots",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/exact_scores"))
     args = parser.parse_args(argv)

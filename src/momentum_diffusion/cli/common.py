@@ -46,8 +46,9 @@ def check_output_dir(argv: list[str]) -> None:
         with tempfile.TemporaryFile(dir=Path(target).expanduser()):
             pass
     except OSError as exc:
-        print(f"error: output directory {target} is not writable ({exc.strerror or type(exc).__name__})",
-              file=sys.stderr)
+        print(
+            f"error: output directory {target} is not writable ({exc.strerror or type(exc).__name__})", file=sys.stderr
+        )
         sys.exit(2)
 
 
@@ -100,8 +101,16 @@ def build_module(config: dict, sampler=None) -> DiffusionModule:
     if data_shape is None:
         raise UserError("config has no data_shape")
     identity = {"model": config["model"]["_target_"], "data": config["data"]["_target_"]}
-    return DiffusionModule(process, objective, net_factory, tuple(data_shape), sampler,
-                           identity=identity, config=config, **config.get("optim", {}))
+    return DiffusionModule(
+        process,
+        objective,
+        net_factory,
+        tuple(data_shape),
+        sampler,
+        identity=identity,
+        config=config,
+        **config.get("optim", {}),
+    )
 
 
 def module_from_checkpoint(path, sampler_cfg=None, device: str = "cpu") -> tuple[DiffusionModule, dict]:

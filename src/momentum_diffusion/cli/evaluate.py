@@ -45,8 +45,15 @@ def evaluate(cfg: DictConfig):
             sampler = configure(module.sampler, nfe=nfe)
             x, used = draw_samples(module, n, batch, cfg.seed, sampler, f"{sampler_name} NFE {nfe}")
             metrics = evaluate_samples(datamodule, x, seed=cfg.seed)
-        rows.append({"sampler": sampler_name, "nfe_budget": nfe, "nfe_used": used, **metrics,
-                     "seconds": round(time.perf_counter() - start, 3)})
+        rows.append(
+            {
+                "sampler": sampler_name,
+                "nfe_budget": nfe,
+                "nfe_used": used,
+                **metrics,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+        )
         log.info("%s", rows[-1])
         write_rows(out_dir / "metrics.csv", rows)
         if cfg.metric == "nll":

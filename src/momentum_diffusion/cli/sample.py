@@ -53,7 +53,12 @@ def sample(cfg: DictConfig):
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "samples.npz", samples=x.numpy(), nfe=nfe)
     preview = save_preview(x, out_dir / ("grid.png" if x.dim() == 4 else "scatter.png"))
-    log.info("%d samples (NFE %d) with %s → %s, %s", n, nfe, getattr(module.sampler, "func", module.sampler).__name__,
-             out_dir / "samples.npz", preview)
+    log.info(
+        "%d samples (NFE %d) with %s → %s, %s",
+        n,
+        nfe,
+        getattr(module.sampler, "func", module.sampler).__name__,
+        out_dir / "samples.npz",
+        preview,
+    )
     return x
-

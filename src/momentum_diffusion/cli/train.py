@@ -40,8 +40,13 @@ def train(cfg: DictConfig):
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
     OmegaConf.save(cfg, out_dir / "config.yaml")
-    log.info("training %s with %s on %s; outputs in %s", module.process.describe(), cfg.objective._target_,
-             type(datamodule).__name__, out_dir)
+    log.info(
+        "training %s with %s on %s; outputs in %s",
+        module.process.describe(),
+        cfg.objective._target_,
+        type(datamodule).__name__,
+        out_dir,
+    )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except NonFiniteTrainingError as exc:  # one line for the user; the last good checkpoint stays as it was

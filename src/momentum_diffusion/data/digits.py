@@ -124,9 +124,7 @@ class DigitsDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         self.setup()
         images = self.val_images if len(self.val_images) > 0 else self.train_images
-        return DataLoader(
-            TensorImages(images), batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
-        )
+        return DataLoader(TensorImages(images), batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

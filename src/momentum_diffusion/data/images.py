@@ -146,9 +146,7 @@ class _ImageDataModule(pl.LightningDataModule):
         pairs = []
         for k, dataset in enumerate(pool):
             order = (
-                torch.arange(len(dataset))
-                if generator is None
-                else torch.randperm(len(dataset), generator=generator)
+                torch.arange(len(dataset)) if generator is None else torch.randperm(len(dataset), generator=generator)
             )
             pairs.extend((k, int(i)) for i in order[: max(n - len(pairs), 0)])
         if not pairs and n > 0:
@@ -265,9 +263,7 @@ class CIFAR10DataModule(_ImageDataModule):
     def prepare_data(self) -> None:
         """Download and extract the archive if asked to and the files are missing."""
         if self._missing() and self.download:
-            download_and_extract(
-                CIFAR10_URL, self.root, CIFAR10_MD5, self.download_timeout, "CIFAR-10", self._hint()
-            )
+            download_and_extract(CIFAR10_URL, self.root, CIFAR10_MD5, self.download_timeout, "CIFAR-10", self._hint())
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_images is not None:
@@ -328,9 +324,7 @@ class ImageFolderDataModule(_ImageDataModule):
     def list_files(self) -> list[Path]:
         if not self.root.is_dir():
             raise self._not_found("not found")
-        files = sorted(
-            p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-        )
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not files:
             raise self._not_found("has no images (.jpg/.png)")
         return files

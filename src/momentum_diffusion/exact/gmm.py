@@ -122,8 +122,7 @@ class GaussianMixture:
             unknown = [str(key) for key in comp if key not in _COMPONENT_KEYS]
             if unknown:
                 raise GMMSpecError(
-                    f"{where}unknown key(s) {', '.join(map(repr, unknown))} "
-                    f"(allowed: {', '.join(_COMPONENT_KEYS)})"
+                    f"{where}unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_COMPONENT_KEYS)})"
                 )
             for key in ("weight", "mean"):
                 if key not in comp:
@@ -202,9 +201,7 @@ class GaussianMixture:
         """Covariance of the mixture, (d, d) float64 (law of total covariance)."""
         mu = self.mean()
         dev = self.means - mu
-        return torch.einsum("k,kij->ij", self.weights, self.covs) + torch.einsum(
-            "k,ki,kj->ij", self.weights, dev, dev
-        )
+        return torch.einsum("k,kij->ij", self.weights, self.covs) + torch.einsum("k,ki,kj->ij", self.weights, dev, dev)
 
     # ---- sampling and density ----------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -285,9 +282,7 @@ class _IsotropicGroup:
         return {
             "Wq": Lam.reshape(*lead, -1, k * k).transpose(-1, -2),  # (..., k², Ki)
             "Lphi": Lphi,
-            "const": self.msq * sh["phiLphi"][..., self.idx]
-            + d * sh["logdet"][..., self.idx]
-            + k * d * LOG_2PI,
+            "const": self.msq * sh["phiLphi"][..., self.idx] + d * sh["logdet"][..., self.idx] + k * d * LOG_2PI,
             "Lrow": Lam[..., -1, :],  # (..., Ki, k): row k−1 of P⁻¹
             "cs": Lphi[..., -1],  # (..., Ki): (P⁻¹φ)_{k−1}
         }
@@ -499,9 +494,7 @@ class ExactScore:
             if t.numel() == 1 or bool((t == t[0]).all()):
                 t = t[0]
             elif t.numel() != z.shape[0]:
-                raise ValueError(
-                    f"t must be a scalar or one value per sample; got {t.numel()} for B={len(z)}"
-                )
+                raise ValueError(f"t must be a scalar or one value per sample; got {t.numel()} for B={len(z)}")
         if t.dim() == 0:
             return self._evaluate_chunk(z64, self._scalar_coefficients(float(t)), False, need_score)
         # per-sample times: coefficients for the distinct times of each chunk, gathered per sample

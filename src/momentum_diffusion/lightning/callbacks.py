@@ -15,8 +15,14 @@ log = logging.getLogger(__name__)
 
 
 class SampleEvaluation(pl.Callback):
-    def __init__(self, nfe: list[int] = (20, 50, 100), every_n_steps: int = 1000, n_samples: int = 1000,
-                 seed: int = 0, out_dir: str | None = None):
+    def __init__(
+        self,
+        nfe: list[int] = (20, 50, 100),
+        every_n_steps: int = 1000,
+        n_samples: int = 1000,
+        seed: int = 0,
+        out_dir: str | None = None,
+    ):
         self.nfe, self.every_n_steps, self.n_samples, self.seed = list(nfe), every_n_steps, n_samples, seed
         self.out_dir = out_dir
         self.last_step = -1
@@ -48,8 +54,9 @@ class SampleEvaluation(pl.Callback):
                 logger.log_metrics({f"eval/{k}_nfe{nfe}": v for k, v in metrics.items()}, step=step)
             ref = trainer.datamodule.reference_data(x.shape[0]) if x.dim() == 2 else None
             save_preview(x, out_dir / "samples" / f"step{step:07d}_nfe{nfe}.png", ref)
-            log.info("step %d NFE %d (used %d): %s", step, nfe, used,
-                     ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            log.info(
+                "step %d NFE %d (used %d): %s", step, nfe, used, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            )
         save_preview(x, out_dir / "grid.png", ref)
         self.history.extend(rows)
         write_rows(out_dir / "eval_metrics.csv", self.history)

@@ -68,7 +68,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, max_images: int = 64
     grid = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1, c), dtype=np.uint8)
     for i in range(n):
         r, q = divmod(i, cols)
-        grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = x[i].transpose(1, 2, 0)
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = x[i].transpose(1, 2, 0)
     img = Image.fromarray(grid[..., 0] if c == 1 else grid)
     if h < 64:
         img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)

@@ -57,8 +57,13 @@ class DiffusionModule(pl.LightningModule):
         self.ema_decay, self.max_bad_steps = ema_decay, max_bad_steps
         self.channels_last = channels_last and len(self.data_shape) == 3
         # What a checkpoint must match to be loaded under another config (checked on load).
-        self.identity = dict(identity or {}, process=process.name, order=process.order,
-                             objective=objective.name, data_shape=list(self.data_shape))
+        self.identity = dict(
+            identity or {},
+            process=process.name,
+            order=process.order,
+            objective=objective.name,
+            data_shape=list(self.data_shape),
+        )
         self.save_hyperparameters({"identity": self.identity, "config": config})
         self.register_buffer("bad_steps_total", torch.zeros((), dtype=torch.long))
         self.consecutive_bad_steps = 0
@@ -174,7 +179,10 @@ class CheckpointMismatchError(ValueError):
 
 def check_identity(saved: dict, current: dict) -> None:
     """A checkpoint holds weights for one process/objective/network/data shape; refuse any other config."""
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
-             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
+        for k in sorted(set(saved) | set(current))
+        if saved.get(k) != current.get(k)
+    ]
     if diffs:
         raise CheckpointMismatchError("checkpoint does not match the config (" + "; ".join(diffs) + ")")

@@ -176,9 +176,7 @@ def _try_load(path: Path) -> DigitsClassifier | None:
     return model
 
 
-def load_digits_classifier(
-    cache_dir: str | os.PathLike | None = None, retrain: bool = False
-) -> DigitsClassifier:
+def load_digits_classifier(cache_dir: str | os.PathLike | None = None, retrain: bool = False) -> DigitsClassifier:
     """The cached classifier, or train and cache it on first use (or if ``retrain``)."""
     path = classifier_path(cache_dir)
     model = None if retrain or not path.is_file() else _try_load(path)

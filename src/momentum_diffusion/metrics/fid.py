@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 INCEPTION_WEIGHTS_ENV = "MOMENTUM_DIFFUSION_INCEPTION_WEIGHTS"
 
 

@@ -4,7 +4,8 @@ For a state z_ε at t = t_min, log p_ε(z_ε) = log p_T(z_T) + ∫_ε^T div f(z_
 f = b [A z − ½ Q s]. Only the score term needs a divergence, and only on the noised block:
     div f = b (D tr(A) − ½ Q_kk div_{z_k} s_k).
 For order k > 1 the auxiliary blocks are latent: with z_ε ~ q(z_ε | x) (the kernel at t_min given x, whose
-aux blocks carry their initial law), the variational bound of CLD (Dockhorn et al. 2022, App. B.4) is, as ε → 0 (x_ε → x),
+aux blocks carry their initial law), the variational bound of CLD (Dockhorn et al. 2022, App. B.4) is,
+as ε → 0 (x_ε → x),
     −log p(x) ≤ E_q[−log p_ε(z_ε)] − H(q(aux_ε | x)),
 with the entropy of the auxiliary blocks' Gaussian law given x (k×k algebra per coordinate).
 For order 1 this is the usual ODE likelihood. Reported in nats per dimension and, for 8-bit images scaled
@@ -58,16 +59,27 @@ def noised_block_divergence(score_fn, z: torch.Tensor, t: float, probes: torch.T
 
 
 @torch.no_grad()
-def nll_bound(process: Process, score_fn, x0: torch.Tensor, *, seed: int = 0, hutchinson: bool | None = None,
-              rtol: float = 1e-5, atol: float = 1e-5) -> tuple[torch.Tensor, int]:
+def nll_bound(
+    process: Process,
+    score_fn,
+    x0: torch.Tensor,
+    *,
+    seed: int = 0,
+    hutchinson: bool | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> tuple[torch.Tensor, int]:
     """Per-sample upper bound on −log p(x) in nats (exact NLL for order 1); returns (nll, NFE used)."""
     gen = torch.Generator(device=x0.device).manual_seed(seed)
     z_eps, _, _ = process.perturb(x0, torch.full((x0.shape[0],), process.t_min, dtype=torch.float64), gen)
     D = x0[0].numel()
     if hutchinson is None:
         hutchinson = D > 16
-    probes = (torch.randint(0, 2, z_eps[:, -1].shape, generator=gen, device=x0.device).to(x0.dtype) * 2 - 1
-              if hutchinson else None)
+    probes = (
+        torch.randint(0, 2, z_eps[:, -1].shape, generator=gen, device=x0.device).to(x0.dtype) * 2 - 1
+        if hutchinson
+        else None
+    )
     trace_a = float(torch.trace(process.sde.A))
     shape, calls = z_eps.shape, [0]
 
@@ -85,7 +97,7 @@ def nll_bound(process: Process, score_fn, x0: torch.Tensor, *, seed: int = 0, hu
     state = torch.cat([z_eps.reshape(-1), torch.zeros(shape[0], dtype=z_eps.dtype, device=z_eps.device)])
     t_span = torch.tensor([process.t_min, process.t_max], dtype=z_eps.dtype)
     out = odeint(f, state, t_span, rtol=rtol, atol=atol, method="dopri5")[-1]
-    z_T, integral = out[: z_eps.numel()].reshape(shape), out[z_eps.numel():]
+    z_T, integral = out[: z_eps.numel()].reshape(shape), out[z_eps.numel() :]
     log_p_eps = prior_log_prob(process, z_T) + integral.double()
     return -(log_p_eps) - aux_entropy(process, D), calls[0]
 

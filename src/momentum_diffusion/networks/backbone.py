@@ -79,9 +79,7 @@ class ScoreUNet(nn.Module):
         if levels < 1 or num_res_blocks < 1:
             raise ValueError(f"{name} needs at least one level and one residual block per level")
         if image_size % factor:
-            raise ValueError(
-                f"{name}: image_size {image_size} is not divisible by 2**(len(channel_mult)-1) = {factor}"
-            )
+            raise ValueError(f"{name}: image_size {image_size} is not divisible by 2**(len(channel_mult)-1) = {factor}")
         resolutions = [image_size // 2**i for i in range(levels)]
         unreachable = set(attention_resolutions) - set(resolutions)
         if unreachable:
@@ -136,9 +134,7 @@ class ScoreUNet(nn.Module):
             if i < levels - 1:
                 self.enc_down.append(down(ch))
                 if self.progressive_residual:
-                    self.pyramid.append(
-                        Downsample(pyramid_ch, ch, with_conv=True, fir=fir, fir_kernel=fir_kernel)
-                    )
+                    self.pyramid.append(Downsample(pyramid_ch, ch, with_conv=True, fir=fir, fir_kernel=fir_kernel))
                     pyramid_ch = ch
                 skip_channels.append(ch)
 

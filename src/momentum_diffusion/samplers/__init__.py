@@ -1,8 +1,9 @@
 """Samplers: pure functions ``(process, score_fn, prior_z, *, nfe, generator, …) -> (z, nfe_used)``."""
 
-from .base import CountingScore, SamplerConfigError, check_support, configure, time_grid, unwrap
 from .ams import adaptive_momentum
+from .base import CountingScore, SamplerConfigError, check_support, configure, time_grid, unwrap
 from .em import euler_maruyama
+from .expint import exponential_integrator
 from .ode import probability_flow
 from .pc import predictor_corrector
 from .splitting import lie_trotter, sscs
@@ -10,7 +11,15 @@ from .splitting import lie_trotter, sscs
 # For error messages only ("valid samplers for this process: …"); Hydra `_target_` builds samplers.
 ALL_SAMPLERS = {
     f.sampler_name: f
-    for f in (euler_maruyama, predictor_corrector, probability_flow, sscs, lie_trotter, adaptive_momentum)
+    for f in (
+        euler_maruyama,
+        predictor_corrector,
+        probability_flow,
+        sscs,
+        lie_trotter,
+        adaptive_momentum,
+        exponential_integrator,
+    )
 }
 
 
@@ -26,6 +35,7 @@ __all__ = [
     "check_support",
     "configure",
     "euler_maruyama",
+    "exponential_integrator",
     "lie_trotter",
     "predictor_corrector",
     "probability_flow",

@@ -136,9 +136,7 @@ def _check_options(snr, predictor, fixed_beta, n_corrector) -> None:
     if fixed_beta is not None and (
         isinstance(fixed_beta, bool) or not isinstance(fixed_beta, (int, float)) or not 0 <= fixed_beta < 1
     ):
-        raise SamplerConfigError(
-            f"sampler.fixed_beta must be null (adaptive) or in [0, 1), got {fixed_beta!r}"
-        )
+        raise SamplerConfigError(f"sampler.fixed_beta must be null (adaptive) or in [0, 1), got {fixed_beta!r}")
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
         raise SamplerConfigError(f"sampler.n_corrector must be an integer >= 0, got {n_corrector!r}")
 

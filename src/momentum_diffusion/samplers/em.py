@@ -18,8 +18,9 @@ from .base import (
 
 @sampler("em")
 @torch.no_grad()
-def euler_maruyama(process, score_fn, prior_z, *, nfe: int, generator=None, denoise: bool = True,
-                   grid: str = "uniform"):
+def euler_maruyama(
+    process, score_fn, prior_z, *, nfe: int, generator=None, denoise: bool = True, grid: str = "uniform"
+):
     """z ← z − Δτ (A z − Q s) + sqrt(Δτ Q_kk) ε on the noised block, with Δτ = ∫ b over the step.
 
     Using the exact integral of b (not b(t)·h) keeps the step consistent for time-varying schedules.

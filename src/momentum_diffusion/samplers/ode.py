@@ -27,8 +27,19 @@ def pf_ode_velocity(process, score, z, t: float):
 
 @sampler("ode")
 @torch.no_grad()
-def probability_flow(process, score_fn, prior_z, *, nfe: int = 100, generator=None, method: str = "dopri5",
-                     rtol: float = 1e-5, atol: float = 1e-5, denoise: bool = True, grid: str = "uniform"):
+def probability_flow(
+    process,
+    score_fn,
+    prior_z,
+    *,
+    nfe: int = 100,
+    generator=None,
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    denoise: bool = True,
+    grid: str = "uniform",
+):
     """``method``: dopri5 (adaptive; ``nfe`` ignored except for denoising), euler or heun (fixed budget)."""
     score = CountingScore(score_fn)
     z = prior_z

@@ -57,9 +57,20 @@ def predictor_step(process, kind: str, z, s, dtau: float, generator):
 
 @sampler("pc")
 @torch.no_grad()
-def predictor_corrector(process, score_fn, prior_z, *, nfe: int, generator=None, snr: float = 0.16,
-                        n_corrector: int = 1, predictor: str = "reverse_diffusion", per_sample_norm: bool = False,
-                        denoise: bool = True, grid: str = "uniform"):
+def predictor_corrector(
+    process,
+    score_fn,
+    prior_z,
+    *,
+    nfe: int,
+    generator=None,
+    snr: float = 0.16,
+    n_corrector: int = 1,
+    predictor: str = "reverse_diffusion",
+    per_sample_norm: bool = False,
+    denoise: bool = True,
+    grid: str = "uniform",
+):
     """Per step: ``n_corrector`` Langevin steps at t, then one predictor step (NFE = steps·(1 + n_corrector))."""
     if predictor not in PREDICTORS:
         raise SamplerConfigError(f"unknown predictor '{predictor}'; choose {' or '.join(PREDICTORS)}")

@@ -96,15 +96,34 @@ REQUIREMENT = "splitting needs a stationary Gaussian law (Hurwitz A): vp, cld, h
 
 @sampler("sscs", supports=has_stationary_law, requirement=REQUIREMENT)
 @torch.no_grad()
-def sscs(process, score_fn, prior_z, *, nfe: int, generator=None, denoise: bool = True, grid: str = "uniform",
-         remainder: str = "euler"):
+def sscs(
+    process,
+    score_fn,
+    prior_z,
+    *,
+    nfe: int,
+    generator=None,
+    denoise: bool = True,
+    grid: str = "uniform",
+    remainder: str = "euler",
+):
     """Symmetric splitting score-based sampler (Strang): 1 NFE per step (2 with ``remainder='heun'``)."""
     return _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, True, remainder)
 
 
 @sampler("lie_trotter", supports=has_stationary_law, requirement=REQUIREMENT)
 @torch.no_grad()
-def lie_trotter(process, score_fn, prior_z, *, nfe: int, generator=None, denoise: bool = True,
-                grid: str = "uniform", symmetric: bool = False, remainder: str = "euler"):
+def lie_trotter(
+    process,
+    score_fn,
+    prior_z,
+    *,
+    nfe: int,
+    generator=None,
+    denoise: bool = True,
+    grid: str = "uniform",
+    symmetric: bool = False,
+    remainder: str = "euler",
+):
     """Lie–Trotter splitting (first order), or its Strang-symmetric variant with ``symmetric=True``."""
     return _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric, remainder)
