@@ -32,14 +32,6 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class LinearEps(nn.Module):
     """ε̂(z) = Σ_i w_i z_i, with the ScoreModel's network signature net(z_flat (B, k·d), t) -> (B, d)."""
 

@@ -31,15 +31,6 @@ PROCESSES = {
 HURWITZ = ["vp", "cld", "hold", "chain2", "chain4"]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny k×k ops and (N, k) tensors are slower multi-threaded on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Kernel vs Monte Carlo of the forward SDE
 # ---------------------------------------------------------------------------------------------------------

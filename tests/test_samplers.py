@@ -70,14 +70,6 @@ def supported(sampler_name: str, process_name: str) -> bool:
 COMBOS = [(s, p) for s in SAMPLERS for p in PROCESSES if supported(s, p)]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class Counting:
     """Our own NFE counter (independent of the samplers' CountingScore); records the times."""
 
