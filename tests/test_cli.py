@@ -208,3 +208,23 @@ def test_users_hold_command_trains_on_digits(tmp_path, digits_cache):
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["identity"]["process"] == "hold"
     assert state["hyper_parameters"]["identity"]["order"] == 3
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path, digits_cache):
+    run(
+        "train.py",
+        *TINY_TRAIN,
+        "trainer.max_steps=4",
+        "trainer.precision=bf16-mixed",
+        "optim.channels_last=true",
+        f"hydra.run.dir={tmp_path}",
+    )
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_gloo_trains_two_processes(tmp_path, digits_cache):
+    run("train.py", *TINY_TRAIN, "trainer=ddp_cpu", "trainer.max_steps=4", f"hydra.run.dir={tmp_path}", timeout=600)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 4
