@@ -76,3 +76,15 @@ def test_hold_order_option_builds_the_nth_order_chain():
     module = module_for(cfg, (1, 8, 8))
     assert module.process.order == 4
     assert module.net(torch.zeros(2, 4, 8, 8), torch.zeros(2)).shape == (2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("experiment", ["cifar10_cld", "cifar10_hold", "celebahq_cld", "celebahq_hold"])
+def test_experiment_configs_compose_with_the_papers_pairings(experiment):
+    data, diffusion = experiment.split("_")
+    cfg = compose_train(f"experiment={experiment}", "trainer=ddp")
+    assert cfg.diffusion._target_.endswith(diffusion)
+    assert cfg.objective._target_.endswith({"cld": "HSM", "hold": "BCSM"}[diffusion])
+    assert cfg.sampler._target_.endswith({"cld": "sscs", "hold": "lie_trotter"}[diffusion])
+    assert cfg.model._target_.endswith("NCSNpp") and cfg.model.attention_resolutions == [16]
+    assert cfg.data._target_.endswith({"cifar10": "CIFAR10DataModule", "celebahq": "CelebAHQDataModule"}[data])
+    assert cfg.trainer.strategy.process_group_backend == "nccl"
