@@ -141,17 +141,11 @@ class Process:
         """Q_kk: the diffusion coefficient of the noised block (per unit τ)."""
         return float(self.sde.Q[-1, -1])
 
-    def pack(self, *blocks: torch.Tensor) -> torch.Tensor:
-        return torch.stack(blocks, dim=1)
-
     def data_block(self, z: torch.Tensor) -> torch.Tensor:
         return z[:, 0]
 
     def noised_block(self, z: torch.Tensor) -> torch.Tensor:
         return z[:, -1]
-
-    def with_noised_block(self, z: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
-        return torch.cat([z[:, :-1], block.unsqueeze(1)], dim=1)
 
     # ---- schedule -----------------------------------------------------------------------------
     def b(self, t: torch.Tensor) -> torch.Tensor:
@@ -204,21 +198,15 @@ class Process:
         return apply_blocks(chol.to(device), eps)
 
     # ---- reverse dynamics -------------------------------------------------------------------------
-    def full_score(self, z: torch.Tensor, noised_score: torch.Tensor) -> torch.Tensor:
-        """Embed a noised-block score into the full state (zeros elsewhere)."""
-        s = torch.zeros_like(z)
-        s[:, -1] = noised_score
-        return s
-
-    def forward_drift(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return _per_sample(self.b(t), z) * apply_blocks(self.sde.A, z)
+    def reverse_drift_per_tau(self, z, noised_score, probability_flow: bool = False) -> torch.Tensor:
+        """Reverse drift divided by b(t): A z − w Q s, s on the noised block (w = ½ for the PF-ODE)."""
+        drift = apply_blocks(self.sde.A, z)
+        drift[:, -1] -= (0.5 if probability_flow else 1.0) * self.noise_scale * noised_score
+        return drift
 
     def reverse_drift(self, z, t, noised_score, probability_flow: bool = False) -> torch.Tensor:
         """Drift of the reverse SDE, b A z − b Q s, or of the PF-ODE, b A z − ½ b Q s (forward-time form)."""
-        weight = (0.5 if probability_flow else 1.0) * self.noise_scale
-        drift = apply_blocks(self.sde.A, z)
-        drift[:, -1] -= weight * noised_score
-        return _per_sample(self.b(t), z) * drift
+        return _per_sample(self.b(t), z) * self.reverse_drift_per_tau(z, noised_score, probability_flow)
 
     def describe(self) -> str:
         return f"{self.name} (order {self.order}, t ∈ [{self.t_min:g}, {self.t_max:g}])"

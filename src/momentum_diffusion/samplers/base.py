@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..processes.core import Process, apply_blocks
+from ..processes.core import Process
 
 ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -142,14 +142,7 @@ def final_denoise(process: Process, score: ScoreFn, z: torch.Tensor, t: float) -
     if process.order == 1:
         Phi, cov, _ = process.kernel(torch.tensor(t, dtype=torch.float64))
         return (z + float(cov[0, 0]) * s.unsqueeze(1)) / float(Phi[0, 0])
-    return z - float(process.tau(t)) * drift_per_tau(process, z, s)
-
-
-def drift_per_tau(process: Process, z, s, probability_flow: bool = False):
-    """Reverse drift divided by b(t): A z − w Q s on the noised block (w = ½ for the PF-ODE)."""
-    drift = apply_blocks(process.sde.A, z)
-    drift[:, -1] -= (0.5 if probability_flow else 1.0) * process.noise_scale * s
-    return drift
+    return z - float(process.tau(t)) * process.reverse_drift_per_tau(z, s)
 
 
 def steps_for_budget(nfe: int, per_step: int, denoise: bool) -> int:

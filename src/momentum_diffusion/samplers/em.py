@@ -7,13 +7,19 @@ import torch
 from .base import (
     CountingScore,
     check_nfe,
-    drift_per_tau,
     final_denoise,
     noise_like,
     sampler,
     steps_for_budget,
     time_grid,
 )
+
+
+def euler_maruyama_step(process, z, s, dtau: float, generator):
+    """One reverse step over Δτ = ∫b: z − Δτ (A z − Q s) + sqrt(Δτ Q_kk) ξ on the noised block."""
+    z = z - dtau * process.reverse_drift_per_tau(z, s)
+    z[:, -1] += (dtau * process.noise_scale) ** 0.5 * noise_like(z[:, -1], generator)
+    return z
 
 
 @sampler("em")
@@ -32,9 +38,7 @@ def euler_maruyama(
     z = prior_z
     for i in range(n):
         dtau = float(taus[i] - taus[i + 1])
-        s = score(z, float(ts[i]))
-        z = z - dtau * drift_per_tau(process, z, s)
-        z[:, -1] += (dtau * process.noise_scale) ** 0.5 * noise_like(z[:, -1], generator)
+        z = euler_maruyama_step(process, z, score(z, float(ts[i])), dtau, generator)
     if denoise:
         z = final_denoise(process, score, z, float(ts[-1]))
     return z, score.count

@@ -12,7 +12,6 @@ from .base import (
     CountingScore,
     SamplerConfigError,
     check_nfe,
-    drift_per_tau,
     final_denoise,
     sampler,
     steps_for_budget,
@@ -22,7 +21,7 @@ from .base import (
 
 def pf_ode_velocity(process, score, z, t: float):
     """dz/dt of the probability-flow ODE."""
-    return float(process.b(t)) * drift_per_tau(process, z, score(z, t), probability_flow=True)
+    return float(process.b(t)) * process.reverse_drift_per_tau(z, score(z, t), probability_flow=True)
 
 
 @sampler("ode")

@@ -13,13 +13,13 @@ from .base import (
     CountingScore,
     SamplerConfigError,
     check_nfe,
-    drift_per_tau,
     final_denoise,
     noise_like,
     sampler,
     steps_for_budget,
     time_grid,
 )
+from .em import euler_maruyama_step
 
 
 def norm(x: torch.Tensor, per_sample: bool) -> torch.Tensor:
@@ -44,9 +44,7 @@ def predictor_step(process, kind: str, z, s, dtau: float, generator):
     """One reverse step over Δτ: Euler–Maruyama, or score_sde's reverse diffusion generalised to blocks:
     z ← z − (Φ − I) z + Σ_h[:, k] s + Σ_h^{1/2} ξ with Φ, Σ_h the exact forward transition of the step."""
     if kind == "euler_maruyama":
-        z = z - dtau * drift_per_tau(process, z, s)
-        z[:, -1] += (dtau * process.noise_scale) ** 0.5 * noise_like(z[:, -1], generator)
-        return z
+        return euler_maruyama_step(process, z, s, dtau, generator)
     if kind == "reverse_diffusion":
         Phi, Sigma = process.sde.transition(torch.tensor(dtau, dtype=torch.float64))
         z_mean = 2 * z - apply_blocks(Phi, z)

@@ -47,10 +47,9 @@ class ExactLinearFlow:
         return apply_blocks(Phi, z) + apply_blocks(root, noise_like(z, generator))
 
 
-def score_remainder_step(process, score, z, t: float, dtau: float, remainder: str = "euler"):
+def score_remainder_step(process, score, z, t: float, dtau: float, remainder: str, precision_row: torch.Tensor):
     """The remainder flow dz_k = Q_kk (s(z, t) + (Σ∞⁻¹ z)_k) dτ over Δτ at frozen t: Euler (1 NFE) or Heun
-    (2 NFE; with the Strang composition the whole step is then second order)."""
-    precision_row = torch.linalg.inv(process.sde.stationary_cov)[-1].to(z.dtype)
+    (2 NFE; with the Strang composition the whole step is then second order). ``precision_row`` = (Σ∞⁻¹)_k."""
 
     def velocity(y):
         return process.noise_scale * (score(y, t) + torch.einsum("i,bi...->b...", precision_row, y))
@@ -73,6 +72,7 @@ def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmet
     n = steps_for_budget(check_nfe(nfe), REMAINDERS[remainder], denoise)
     ts = time_grid(process, n, grid)
     linear = ExactLinearFlow(process)
+    precision_row = torch.linalg.inv(process.sde.stationary_cov)[-1].to(prior_z.dtype)
     z = prior_z
     for i in range(n):
         t, t_next = float(ts[i]), float(ts[i + 1])
@@ -80,10 +80,10 @@ def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmet
         if symmetric:
             t_mid = 0.5 * (t + t_next)
             z = linear(z, float(process.tau(t) - process.tau(t_mid)), generator)
-            z = score_remainder_step(process, score, z, t_mid, dtau, remainder)
+            z = score_remainder_step(process, score, z, t_mid, dtau, remainder, precision_row)
             z = linear(z, float(process.tau(t_mid) - process.tau(t_next)), generator)
         else:
-            z = score_remainder_step(process, score, z, t, dtau, remainder)
+            z = score_remainder_step(process, score, z, t, dtau, remainder, precision_row)
             z = linear(z, dtau, generator)
     if denoise:
         z = final_denoise(process, score, z, float(ts[-1]))
