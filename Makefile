@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow sample benchmark lint clean
+.PHONY: install train test test-slow sample benchmark benchmark-fast lint clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ sample: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) src/benchmark_grid.py $(ARGS)
+
+benchmark-fast: $(STAMP)
+	$(PY) src/benchmark_fast.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
