@@ -143,6 +143,8 @@ def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("sample.py", [f"ckpt={tmp / 'missing.ckpt'}", out], "not found"),
         ("sample.py", [f"ckpt={tmp / 'corrupt.ckpt'}", out], "corrupt"),
         ("train.py", ["diffusion=hold", f"ckpt_path={ckpt}", out], "does not match"),
+        ("train.py", ["objective.kt=gddim", f"ckpt_path={ckpt}", out], "kt: checkpoint 'cholesky' vs config 'gddim'"),
+        ("train.py", ["objective.kt=qr", out], "objective.kt"),
         ("train.py", ["data=cifar10", f"data.root={tmp / 'no_data'}", out], "CIFAR-10 not found"),
         ("train.py", ["model=ncsnpp", out], "NCSNpp"),
         ("benchmark.py", [f"gmm={tmp / 'bad_spec.yaml'}", "nfe=[5]", "n_samples=10", out], "weight"),
@@ -208,6 +210,18 @@ def test_users_hold_command_trains_on_digits(tmp_path, digits_cache):
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["identity"]["process"] == "hold"
     assert state["hyper_parameters"]["identity"]["order"] == 3
+
+
+def test_gddim_noise_factor_trains_and_samples_with_expint(tmp_path, digits_cache):
+    """objective.kt=gddim end to end: the checkpoint records it and expint samples from it (ε̂ directly)."""
+    out = tmp_path / "train"
+    run("train.py", "objective.kt=gddim", "sampler=expint", *TINY_TRAIN, "trainer.max_steps=6", f"hydra.run.dir={out}")
+    ckpt = out / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["hyper_parameters"]["identity"]["kt"] == "gddim"
+    assert [int(r["nfe_budget"]) for r in read_csv(out / "eval_metrics.csv")] == [4, 8]
+    run("sample.py", f"ckpt={ckpt}", "sampler=expint", "sampler.nfe=6", "n_samples=8", f"hydra.run.dir={tmp_path}")
+    assert np.load(tmp_path / "samples.npz")["samples"].shape[0] == 8
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tmp_path, digits_cache):

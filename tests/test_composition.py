@@ -88,3 +88,27 @@ def test_experiment_configs_compose_with_the_papers_pairings(experiment):
     assert cfg.model._target_.endswith("NCSNpp") and cfg.model.attention_resolutions == [16]
     assert cfg.data._target_.endswith({"cifar10": "CIFAR10DataModule", "celebahq": "CelebAHQDataModule"}[data])
     assert cfg.trainer.strategy.process_group_backend == "nccl"
+
+
+@pytest.mark.parametrize("diffusion", ["vp", "cld", "hold"])
+@pytest.mark.parametrize("data", ["digits", "gmm"])
+def test_gddim_noise_factor_predicts_every_block_and_is_recorded(diffusion, data):
+    """objective.kt=gddim: the network outputs k blocks of ε, the score keeps the data shape, and the
+    identity a checkpoint is checked against records kt (a cholesky config refuses the weights)."""
+    from momentum_diffusion.lightning.module import CheckpointMismatchError, check_identity
+
+    cfg = compose_train(f"diffusion={diffusion}", f"data={data}", "objective.kt=gddim", *TINY_MODEL[data])
+    module = module_for(cfg, SHAPES[data])
+    k = module.process.order
+    z = module.process.sample_prior((2, *SHAPES[data]))
+    model = module.score_model(ema=False)
+    assert model.predict_noise(z, 0.5).shape == (2, k, *SHAPES[data])
+    assert module.score_fn()(z, 0.5).shape == (2, *SHAPES[data])
+    loss = module.objective.loss(model, module.process, torch.rand(3, *SHAPES[data]))
+    assert loss.shape == (3,) and torch.isfinite(loss).all()
+    assert module.identity["kt"] == "gddim"
+    plain = module_for(compose_train(f"diffusion={diffusion}", f"data={data}", *TINY_MODEL[data]), SHAPES[data])
+    with pytest.raises(CheckpointMismatchError, match="kt"):
+        check_identity(module.identity, plain.identity)
+    legacy = {key: value for key, value in plain.identity.items() if key != "kt"}  # written before kt existed
+    check_identity(legacy, plain.identity)

@@ -10,9 +10,11 @@ import torch
 from gaussian import score_fn
 from momentum_diffusion.exact.gmm import ExactScore, load_gmm
 from momentum_diffusion.metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
+from momentum_diffusion.objectives import NoisePredictionObjective
 from momentum_diffusion.processes import apply_blocks, cld, hold, vp
+from momentum_diffusion.processes.noise_factor import accurate_kernel_cov
 from momentum_diffusion.samplers.base import SamplerConfigError, time_grid
-from momentum_diffusion.samplers.expint import GDDIMNoise, accurate_kernel_cov, exponential_integrator
+from momentum_diffusion.samplers.expint import GDDIMNoise, exponential_integrator
 from momentum_diffusion.samplers.ode import probability_flow
 
 F64 = torch.float64
@@ -46,7 +48,9 @@ def exact_pf_solution(process, z_T, mean=MEAN, std=STD):
 def test_vp_order1_deterministic_cholesky_is_ddim():
     process = vp()
     fn, z = score_fn(process, MEAN, STD), prior(process)
-    out, used = exponential_integrator(process, fn, z.clone(), nfe=12, order=1, grid="quadratic", denoise=False)
+    out, used = exponential_integrator(
+        process, fn, z.clone(), nfe=12, order=1, grid="quadratic", kt="cholesky", denoise=False
+    )
     ts = time_grid(process, 12, "quadratic")
     for i in range(12):  # DDIM: x' = α'(x − σε)/α + σ'ε, ε = −σ s, with α, σ of the VP kernel
         (a, _, L), (a2, _, L2) = process.kernel(ts[i]), process.kernel(ts[i + 1])
@@ -169,3 +173,34 @@ def test_bad_options_are_config_errors(options):
     process = cld()
     with pytest.raises(SamplerConfigError):
         exponential_integrator(process, score_fn(process), prior(process), **{"nfe": 10, **options})
+
+
+class ZeroBlocks(torch.nn.Module):
+    """Zero network predicting ``blocks`` blocks of ε: with the mixed score, the exact model of N(0, STD²)."""
+
+    def __init__(self, order: int, blocks: int):
+        super().__init__()
+        self.order, self.blocks = order, blocks
+
+    def forward(self, z_flat, t):
+        return torch.zeros(z_flat.shape[0], self.blocks * z_flat.shape[1] // self.order, dtype=z_flat.dtype)
+
+
+@pytest.mark.parametrize("kt", ["gddim", "cholesky"])
+@pytest.mark.parametrize("make", [vp, cld, hold])
+def test_network_trained_with_the_same_kt_gives_eps_directly(make, kt):
+    """A ScoreModel trained with K_t = kt hands expint its ε̂ (one score call: the final denoising step);
+    hiding the model behind a plain score function takes the score route. Both must give the same samples."""
+    process = make()
+    blocks = process.order if kt == "gddim" else 1
+    model = NoisePredictionObjective(mixed_score=True, data_std=STD, kt=kt).score_model(
+        ZeroBlocks(process.order, blocks), process
+    )
+    calls, score = [], model.score
+    model.score = lambda z, t: (calls.append(t), score(z, t))[1]
+    options = dict(nfe=16, order=2, kt=kt, grid="quadratic")
+    direct, used = exponential_integrator(process, model, prior(process), **options)
+    assert used == 16 and len(calls) == 1
+    via_score, used = exponential_integrator(process, lambda z, t: score(z, t), prior(process), **options)
+    assert used == 16
+    torch.testing.assert_close(direct, via_score, rtol=1e-6, atol=1e-6)

@@ -19,6 +19,7 @@ from torch import nn
 from gaussian import noised_score, score_row
 from momentum_diffusion.objectives import BCSM, DSM, HSM, ObjectiveConfigError, ScoreModel
 from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
+from momentum_diffusion.processes.noise_factor import noise_factor
 
 F64 = torch.float64
 DATA_STD = 0.5
@@ -158,7 +159,7 @@ def test_mixed_score_residual_minimiser_is_zero(case):
     # the residual target is ε_k − ε_gauss: recompute the OLS check on it
     z, eps, _ = process.perturb(x0, t, torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        target = eps[:, -1] - model.gaussian_noise(z, t)
+        target = eps[:, -1:] - model.gaussian_noise(z, t)
     Z = z.permute(0, 2, 1).reshape(-1, process.order)
     y = target.reshape(-1)
     w_ls = torch.linalg.lstsq(Z, y.unsqueeze(1)).solution.squeeze(1)
@@ -194,10 +195,15 @@ def test_weightings(case):
     _, cov, chol = process.kernel(t)
     ell2 = torch.linalg.inv(cov + process.kernel_jitter * torch.eye(process.order, dtype=F64))[:, -1, -1]
     expected = b_fn(t) * q * ell2
-    w_lik = Objective(weighting="likelihood").weight(process, t, chol)
+    rows = ScoreModel(LinearEps(process.order), process).score_rows(t)
+    w_lik = Objective(weighting="likelihood").weight(process, t, rows)
     assert torch.allclose(w_lik, expected, rtol=1e-10)
-    assert torch.allclose(Objective(weighting="sqrt").weight(process, t, chol), ell2.sqrt(), rtol=1e-10)
-    assert torch.equal(Objective(weighting="eps").weight(process, t, chol), torch.ones(4, dtype=F64))
+    assert torch.allclose(Objective(weighting="sqrt").weight(process, t, rows), ell2.sqrt(), rtol=1e-10)
+    assert torch.equal(Objective(weighting="eps").weight(process, t, rows), torch.ones(4, dtype=F64))
+    # any factor K_t K_tᵀ = Σ_t has ‖c_t‖² = (Σ⁻¹)_kk: the gDDIM weights are the same (up to the 1e-9 jitter
+    # in the expected value, relative 1e-5 where Σ_kk ~ 1e-4)
+    gddim_rows = ScoreModel(LinearEps(process.order), process, kt="gddim").score_rows(t)
+    assert torch.allclose(Objective(weighting="likelihood").weight(process, t, gddim_rows), expected, rtol=1e-4)
     model = ScoreModel(LinearEps(process.order, w=[0.3] * process.order), process)
     x0 = _data(4, 3, seed=5)
     losses = {
@@ -266,3 +272,72 @@ def test_sample_time_in_range_and_reproducible():
     # uniform on [t_min, t_max]: mean within 5 SE of the midpoint
     se = (p.t_max - p.t_min) / math.sqrt(12 * 10_000)
     assert abs(t.mean().item() - 0.5 * (p.t_min + p.t_max)) < 5 * se
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The gDDIM noise factor (objective.kt = gddim): the network predicts all k blocks of ε = R_t⁻¹ L_t ξ
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ZeroBlocks(nn.Module):
+    """A zero network that predicts ``blocks`` blocks of ε (the gddim output shape)."""
+
+    def __init__(self, order: int, blocks: int):
+        super().__init__()
+        self.order, self.blocks = order, blocks
+
+    def forward(self, z_flat, t):
+        return torch.zeros(z_flat.shape[0], self.blocks * z_flat.shape[1] // self.order, dtype=z_flat.dtype)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gddim_mixed_score_with_zero_network_is_exact_for_gaussian_data(case):
+    """ε_gauss = R_tᵀ Σ_gauss⁻¹ z over all k blocks; its score −c_tᵀ ε_gauss must be the exact score."""
+    make, Objective = CASES[case]
+    process = make()
+    model = Objective(mixed_score=True, data_std=DATA_STD, kt="gddim").score_model(
+        ZeroBlocks(process.order, process.order), process
+    )
+    z = torch.randn(64, process.order, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert model.predict_noise(z, 0.3).shape == (64, process.order, 3)
+    for t in [process.t_min, 0.01, 0.3, process.t_max]:
+        exact = noised_score(process, z, t, 0.0, DATA_STD)
+        assert torch.allclose(model.score(z, t), exact, rtol=1e-7, atol=1e-7 * exact.abs().max().item()), t
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gddim_target_is_a_rotation_of_the_kernel_noise_and_its_minimiser_is_the_score(case):
+    """noise_target = R⁻¹Lξ: unit covariance (R⁻¹L orthogonal), z_t = Φz̄_0 + R ε exactly, and for Gaussian
+    data the best linear predictor of the residual target (target − ε_gauss) from z is zero (OLS test per
+    block), i.e. the objective's minimiser is the mixed-score model with a zero network: the exact score."""
+    make, Objective = CASES[case]
+    process = make()
+    objective = Objective(mixed_score=True, data_std=DATA_STD, kt="gddim")
+    model = objective.score_model(ZeroBlocks(process.order, process.order), process)
+    n, d = 4000, 8
+    x0 = _data(n, d, seed=3)
+    t = torch.full((n,), 0.3, dtype=F64)
+    z, xi, chol = process.perturb(x0, t, torch.Generator().manual_seed(21))
+    target = model.noise_target(xi, t, chol)
+    R = noise_factor(process, "gddim", t[:1])[0]
+    mean = process.kernel(t[:1])[0][0][:, 0]
+    rebuilt = torch.einsum("i,b...->bi...", mean, x0) + torch.einsum("ij,bj...->bi...", R, target)
+    assert torch.allclose(rebuilt, z, rtol=1e-6, atol=1e-6)  # L_t carries the 1e-9 kernel jitter, R_t not
+    flat = target.permute(0, 2, 1).reshape(-1, process.order)
+    assert torch.allclose(flat.T @ flat / flat.shape[0], torch.eye(process.order, dtype=F64), atol=0.05)
+    with torch.no_grad():
+        resid = (target - model.gaussian_noise(z, t)).permute(0, 2, 1).reshape(-1, process.order)
+    Z = z.permute(0, 2, 1).reshape(-1, process.order)
+    for j in range(process.order):
+        y = resid[:, j]
+        w = torch.linalg.lstsq(Z, y.unsqueeze(1)).solution.squeeze(1)
+        cov_w = (y - Z @ w).var() * torch.linalg.inv(Z.T @ Z)
+        D2 = float(w @ torch.linalg.solve(cov_w, w))
+        assert D2 < chi2.ppf(1 - 1e-6, process.order), (case, j, w)
+    loss = objective.loss(model, process, x0[:16], t=t[:16])
+    assert loss.shape == (16,) and torch.isfinite(loss).all()
+
+
+def test_unknown_kt_is_a_config_error():
+    with pytest.raises(ObjectiveConfigError, match="kt"):
+        HSM(kt="qr")

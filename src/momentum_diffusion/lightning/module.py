@@ -12,15 +12,17 @@ from torch import nn
 
 from ..objectives import NoisePredictionObjective
 from ..processes.core import Process
+from ..processes.noise_factor import noise_blocks
 from ..samplers import check_support
 
 
-def build_network(factory, order: int, data_shape: tuple[int, ...]) -> nn.Module:
-    """Networks see all k blocks concatenated on channels (images) or features (vectors)."""
+def build_network(factory, order: int, data_shape: tuple[int, ...], out_blocks: int = 1) -> nn.Module:
+    """Networks see all k blocks concatenated on channels (images) or features (vectors) and predict
+    ``out_blocks`` blocks of ε (1, or k for the gDDIM noise factor)."""
     if len(data_shape) == 1:
-        return factory(in_dim=order * data_shape[0], out_dim=data_shape[0])
+        return factory(in_dim=order * data_shape[0], out_dim=out_blocks * data_shape[0])
     channels, height, _ = data_shape
-    return factory(in_channels=order * channels, out_channels=channels, image_size=height)
+    return factory(in_channels=order * channels, out_channels=out_blocks * channels, image_size=height)
 
 
 class DiffusionModule(pl.LightningModule):
@@ -48,7 +50,8 @@ class DiffusionModule(pl.LightningModule):
             check_support(sampler, process)
         self.process, self.objective, self.sampler = process, objective, sampler
         self.data_shape = tuple(data_shape)
-        self.net = build_network(net_factory, process.order, self.data_shape)
+        kt = getattr(objective, "kt", "cholesky")
+        self.net = build_network(net_factory, process.order, self.data_shape, noise_blocks(process, kt))
         if channels_last and len(self.data_shape) == 3:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -62,6 +65,7 @@ class DiffusionModule(pl.LightningModule):
             process=process.name,
             order=process.order,
             objective=objective.name,
+            kt=kt,
             data_shape=list(self.data_shape),
         )
         self.save_hyperparameters({"identity": self.identity, "config": config})
@@ -75,8 +79,8 @@ class DiffusionModule(pl.LightningModule):
         return self.objective.score_model(self.ema if ema else self.train_net, self.process)
 
     def score_fn(self, ema: bool = True):
-        model = self.score_model(ema)
-        return lambda z, t: model.score(z, t)
+        """The ScoreModel itself: callable as score_fn(z, t), and samplers may ask it for ε̂ (expint)."""
+        return self.score_model(ema)
 
     # ---- training -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -177,8 +181,12 @@ class CheckpointMismatchError(ValueError):
     pass
 
 
+IDENTITY_DEFAULTS = {"kt": "cholesky"}  # what checkpoints written before a key existed were trained with
+
+
 def check_identity(saved: dict, current: dict) -> None:
     """A checkpoint holds weights for one process/objective/network/data shape; refuse any other config."""
+    saved, current = {**IDENTITY_DEFAULTS, **saved}, {**IDENTITY_DEFAULTS, **current}
     diffs = [
         f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
         for k in sorted(set(saved) | set(current))

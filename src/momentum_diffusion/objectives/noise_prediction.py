@@ -9,6 +9,11 @@ covariance; CLD's hybrid score matching), z_t = Φ z̄_0 + L ε and the kernel's
     likelihood  λ = b(t) Q_kk: b Q_kk ℓ_t² ‖ε̂ − ε_k‖²   (the ELBO weighting)
 
 averaged over data coordinates; t ~ U[t_min, t_max].
+
+``kt`` chooses the noise factor K_t of the parametrisation (processes/noise_factor.py): ``cholesky`` (the
+above) or ``gddim`` (K = R_t: the target is the full ε = R_t⁻¹ L_t ε over all k blocks, gDDIM's loss, and
+ℓ_t in the weights becomes ‖c_t‖, c_t the last row of R_t⁻ᵀ, since |s − ŝ| ≤ ‖c_t‖ ‖ε − ε̂‖).
+Checkpoints record ``kt``; the exponential integrator uses the network's ε directly when its K_t matches.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from torch import nn
 
 from ..processes.core import Process
+from ..processes.noise_factor import KT_CHOICES
 from .score_model import ScoreModel
 
 WEIGHTINGS = ("eps", "sqrt", "likelihood")
@@ -30,11 +36,13 @@ class NoisePredictionObjective(nn.Module):
     name = "noise_prediction"
     orders: tuple[int, int] = (1, 1_000)  # inclusive range of process orders this objective fits
 
-    def __init__(self, weighting: str = "eps", mixed_score: bool = False, data_std: float = 1.0):
+    def __init__(self, weighting: str = "eps", mixed_score: bool = False, data_std: float = 1.0, kt: str = "cholesky"):
         super().__init__()
         if weighting not in WEIGHTINGS:
             raise ObjectiveConfigError(f"unknown weighting '{weighting}'; choose one of {', '.join(WEIGHTINGS)}")
-        self.weighting, self.mixed_score, self.data_std = weighting, mixed_score, data_std
+        if kt not in KT_CHOICES:
+            raise ObjectiveConfigError(f"unknown objective.kt '{kt}'; choose {' or '.join(KT_CHOICES)}")
+        self.weighting, self.mixed_score, self.data_std, self.kt = weighting, mixed_score, data_std, kt
 
     def check_process(self, process: Process) -> None:
         lo, hi = self.orders
@@ -45,7 +53,7 @@ class NoisePredictionObjective(nn.Module):
             )
 
     def score_model(self, net: nn.Module, process: Process) -> ScoreModel:
-        return ScoreModel(net, process, self.mixed_score, self.data_std)
+        return ScoreModel(net, process, self.mixed_score, self.data_std, self.kt)
 
     def sample_time(self, n: int, process: Process, generator=None, device=None) -> torch.Tensor:
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
@@ -56,11 +64,12 @@ class NoisePredictionObjective(nn.Module):
         if t is None:
             t = self.sample_time(x0.shape[0], process, generator, device=None)
         z_t, eps, chol = process.perturb(x0, t, generator)
-        err = (model.predict_noise(z_t, t) - eps[:, -1]).pow(2).flatten(1).mean(dim=1)
-        return err * self.weight(process, t, chol).to(err)
+        err = (model.predict_noise(z_t, t) - model.noise_target(eps, t, chol)).pow(2).flatten(1).mean(dim=1)
+        return err * self.weight(process, t, model.score_rows(t)).to(err)
 
-    def weight(self, process: Process, t: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-        ell = 1.0 / chol[..., -1, -1]
+    def weight(self, process: Process, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """λ(t) from the score rows c_t ((B, m); ‖c_t‖ = ℓ_t for cholesky)."""
+        ell = rows.norm(dim=-1)
         if self.weighting == "eps":
             return torch.ones_like(ell)
         if self.weighting == "sqrt":

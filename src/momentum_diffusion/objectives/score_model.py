@@ -1,10 +1,12 @@
 """The score parametrisation that ties a network to a process (DESIGN.md §4: not inside network code).
 
 The network sees all k blocks (concatenated on channels / features) and t, and predicts ε̂, the noise of
-the noised block of the kernel sample z_t = Φ z̄_0 + L ε. The score is s_θ = −ℓ_t ε̂ with ℓ_t = 1/L_kk
-(CLD's HSM and HOLD's BCSM; DSM's ε-prediction for order 1).
-Mixed score (CLD, Sec. 3.2 / App. B): ε̂ = ε_gauss + net, where −ℓ_t ε_gauss is the exact score of the
-process applied to Gaussian data N(0, σ_data² I); the network learns only the residual.
+the kernel sample z_t = Φ z̄_0 + K_t ε for the noise factor K_t chosen by ``kt`` (processes/noise_factor.py):
+``cholesky`` (K = L_t; the network predicts the noised block's ε only and s_θ = −ℓ_t ε̂, ℓ_t = 1/L_kk: CLD's
+HSM, HOLD's BCSM, DSM's ε-prediction) or ``gddim`` (K = R_t; it predicts all k blocks and s_θ = −c_tᵀ ε̂,
+c_t the last row of R_t⁻ᵀ). ``predict_noise`` returns (B, m, *data) with m = noise_blocks(process, kt).
+Mixed score (CLD, Sec. 3.2 / App. B): ε̂ = ε_gauss + net, with ε_gauss = K_tᵀ Σ_gauss⁻¹ z the noise whose
+score −K_t⁻ᵀ ε_gauss = −Σ_gauss⁻¹ z is exact for Gaussian data N(0, σ_data² I); the network learns the residual.
 """
 
 from __future__ import annotations
@@ -13,41 +15,54 @@ import torch
 from torch import nn
 
 from ..processes.core import Process
+from ..processes.noise_factor import noise_blocks, noise_factor, score_rows
 
 
 class ScoreModel(nn.Module):
-    def __init__(self, net: nn.Module, process: Process, mixed_score: bool = False, data_std: float = 1.0):
+    def __init__(
+        self, net: nn.Module, process: Process, mixed_score: bool = False, data_std: float = 1.0, kt: str = "cholesky"
+    ):
         super().__init__()
         self.net, self.process, self.mixed_score, self.data_std = net, process, mixed_score, data_std
+        self.kt, self.blocks = kt, noise_blocks(process, kt)
 
     def _time(self, z: torch.Tensor, t) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)
         return t.expand(z.shape[0]) if t.dim() == 0 else t
 
-    def _per_sample(self, value: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return value.to(device=z.device, dtype=z.dtype).reshape(-1, *([1] * (z.dim() - 2)))
-
     def predict_noise(self, z: torch.Tensor, t) -> torch.Tensor:
-        """ε̂(z_t, t), shape of the noised block z[:, -1]."""
+        """ε̂(z_t, t): (B, m, *data), the last m blocks of ε (m = 1 for cholesky, k for gddim)."""
         t = self._time(z, t)
-        out = self.net(z.flatten(1, 2), t.to(device=z.device, dtype=torch.float32)).reshape(z[:, -1].shape)
+        out = self.net(z.flatten(1, 2), t.to(device=z.device, dtype=torch.float32))
+        out = out.reshape(z.shape[0], self.blocks, *z.shape[2:])
         if self.mixed_score:
             out = out + self.gaussian_noise(z, t)
         return out
 
     def gaussian_noise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """ε_gauss = L_kk (Σ_gauss⁻¹ z)_k: the noise whose score is that of Gaussian data N(0, σ_data²I)."""
+        """ε_gauss = (K_tᵀ Σ_gauss⁻¹ z) on the predicted blocks (Σ_gauss: the kernel for Gaussian data)."""
         initial = self.process.initial_cov.clone()
         initial[0, 0] = self.data_std**2
         _, cov, _ = self.process.kernel(t, initial_cov=initial)
-        chol_kk = self.process.kernel(t)[2][..., -1, -1]
-        precision_row = torch.linalg.inv(cov)[..., -1, :] * chol_kk[..., None]  # (B, k)
-        return torch.einsum("bi,bi...->b...", precision_row.to(device=z.device, dtype=z.dtype), z)
+        K = noise_factor(self.process, self.kt, t)
+        rows = (K.transpose(-1, -2) @ torch.linalg.inv(cov))[..., -self.blocks :, :]  # (B, m, k)
+        return torch.einsum("bji,bi...->bj...", rows.to(device=z.device, dtype=z.dtype), z)
+
+    def noise_target(self, eps: torch.Tensor, t: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+        """The training target: ε of z_t = Φ z̄_0 + K_t ε for a kernel draw z_t = Φ z̄_0 + L_t ξ (ξ = eps)."""
+        if self.blocks == 1:
+            return eps[:, -1:]
+        U = torch.linalg.solve(noise_factor(self.process, self.kt, t), chol)  # K⁻¹L: orthogonal up to jitter
+        return torch.einsum("bji,bi...->bj...", U.to(device=eps.device, dtype=eps.dtype), eps)
+
+    def score_rows(self, t) -> torch.Tensor:
+        """c_t on the predicted blocks, (B, m) float64: s = −Σ_j c_j ε_j."""
+        return score_rows(self.process, self.kt, t)
 
     def score(self, z: torch.Tensor, t) -> torch.Tensor:
         t = self._time(z, t)
-        ell = self.process.score_scale(t)
-        return -self._per_sample(ell, z[:, -1:]) * self.predict_noise(z, t)
+        rows = self.score_rows(t).to(device=z.device, dtype=z.dtype)
+        return -torch.einsum("bj,bj...->b...", rows, self.predict_noise(z, t))
 
     def forward(self, z: torch.Tensor, t) -> torch.Tensor:
         return self.score(z, t)

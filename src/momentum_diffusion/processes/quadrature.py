@@ -1,6 +1,7 @@
 """Composite Gauss–Legendre quadrature in float64 for tensor-valued integrands, refined until converged.
 
-Used by the exponential integrator (expint.py) for its per-step weight matrices, so that no process needs
+Used by the exponential integrator (samplers/expint.py) for its per-step weight matrices and by the gDDIM
+noise factor (noise_factor.py) for the kernel near t = 0, so that no process needs
 its integrals derived by hand. An n-point panel is exact for polynomials of degree 2n − 1; all panels are
 evaluated in one batched call, and every panel is halved until the composite rule agrees with its
 refinement to ``rtol`` relative to the largest entry of the integral.

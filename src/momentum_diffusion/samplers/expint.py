@@ -8,20 +8,19 @@ family, marginal-preserving for every λ):
 The score is parametrised through a noise vector ε ∈ R^k per data coordinate, s = −c(t)ᵀ ε with
 c(t) = last row of K_t⁻ᵀ for a factor K_t K_tᵀ = Σ_t of the kernel covariance (gDDIM eq. 12):
 
-``kt='cholesky'``  K = L_t (Cholesky, with the kernel's jitter): c = (0, …, 0, ℓ_t), ℓ_t = 1/L_kk, so
-    ε = (0, …, 0, −s/ℓ_t): CLD's HSM / HOLD's BCSM / DSM parametrisation (objectives/score_model.py).
-``kt='gddim'``  K = R_t, the solution of  dR/dt = b (A + ½ Q Σ_t⁻¹) R  with R R ᵀ = Σ_t (gDDIM eq. 15):
-    R carries the kernel's own probability flow, so for data that is a point mass ε stays constant along
-    every PF-ODE trajectory and the order-1 step is exact (gDDIM Prop. 2). gDDIM's networks output all
-    k components of ε; ours output only the noised block. Since the kernel's noised-block score is linear
-    in x_0, s = −p_tᵀ(z − φ_t x̂_0) with p_t = last row of Σ_t⁻¹ and φ_t = Φ(τ_t) e_1, the marginal score
-    gives x̂_0 = E[x_0 | z] exactly (a phase-space Tweedie formula; p_tᵀφ_t ≠ 0 for every process here),
-    and then the full gDDIM noise ε = R_t⁻¹(z − φ_t x̂_0), which satisfies c(t)ᵀ ε = −s. This is what a
-    gDDIM network would predict at its optimum. R is integrated once per process (DOP853, rtol 1e-12, in
-    log t) in the form dR = b (A R + ½ Q R⁻ᵀ) dt, forward from R(t_min) = chol(Σ_{t_min}) (Σ_{t_min} by
-    quadrature): backward from T the implied Lyapunov flow amplifies errors like exp(2|Re λ(A)|τ) (the
-    Van Loan trap of DESIGN.md §1). Any other start RU (U orthogonal; gDDIM starts from R_0R_0ᵀ = Σ_0)
-    gives ε → Uᵀε, c → Uᵀc and leaves every update unchanged. For order 1 (VP/VE) R = σ_t = L_t.
+``kt='cholesky'``  K = L_t: c = (0, …, 0, ℓ_t), ℓ_t = 1/L_kk, so ε = (0, …, 0, −s/ℓ_t).
+``kt='gddim'``  K = R_t, dR/dt = b (A + ½ Q Σ_t⁻¹) R (gDDIM eq. 15; processes/noise_factor.py): for
+    point-mass data ε stays constant along every PF-ODE trajectory and the order-1 step is exact (gDDIM
+    Prop. 2).
+
+Where ε comes from. A network trained with the same K_t (objective ``kt``, recorded in the checkpoint)
+predicts it: the sampler uses its ε̂ directly. Otherwise (exact scores, or a network trained with the other
+K_t) ε is computed from the noised-block score: the kernel's score is linear in x_0,
+s = −p_tᵀ(z − φ_t x̂_0) with p_t = last row of Σ_t⁻¹ and φ_t = Φ(τ_t) e_1, so the marginal score gives
+x̂_0 = E[x_0 | z] exactly (a phase-space Tweedie formula; p_tᵀφ_t ≠ 0 for every process here), and then
+ε = R_t⁻¹(z − φ_t x̂_0), which satisfies c(t)ᵀ ε = −s: what a gDDIM network predicts at its optimum. Any
+other factor RU (U orthogonal) gives ε → Uᵀε, c → Uᵀc and leaves every update unchanged. For order 1
+(VP/VE) R = σ_t = L_t.
 
 Step t → t' < t (exact in the linear part, ε replaced by its Adams–Bashforth polynomial P through the last
 p ≤ ``order`` values, in t or in τ):
@@ -44,14 +43,11 @@ early for CLD/HOLD, so its first step spans most of τ; prefer 'quadratic' there
 
 from __future__ import annotations
 
-import math
-from collections import OrderedDict
-
-import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
 from ..processes.core import apply_blocks, psd_sqrt
+from ..processes.noise_factor import KT_CHOICES, cached, check_kt, gddim_factor, process_key, times
+from ..processes.quadrature import geometric_edges, integrate
 from .base import (
     CountingScore,
     SamplerConfigError,
@@ -62,40 +58,9 @@ from .base import (
     steps_for_budget,
     time_grid,
 )
-from .quadrature import geometric_edges, integrate
 
 F64 = torch.float64
-KT_CHOICES = ("cholesky", "gddim")
 EXTRAPOLATION = ("t", "tau")
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 64
-
-
-def _cached(key, build):
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    value = _CACHE[key] = build()
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return value
-
-
-def process_key(process) -> tuple:
-    """Everything the integrator's coefficients depend on (processes are unhashable dataclasses)."""
-    arrays = (process.sde.A, process.sde.Q, process.initial_cov)
-    return (
-        process.name,
-        *(a.numpy().tobytes() for a in arrays),
-        repr(process.schedule),
-        process.t_min,
-        process.t_max,
-        process.kernel_jitter,
-    )
-
-
-def _times(t) -> torch.Tensor:
-    return torch.as_tensor(t, dtype=F64).reshape(-1)
 
 
 class CholeskyNoise:
@@ -107,7 +72,7 @@ class CholeskyNoise:
     """
 
     def __init__(self, process):
-        self.process, self.factors = process, noise_parametrisation(process, "gddim")
+        self.process, self.factors = process, gddim_factor(process)
 
     def chol_kk(self, t) -> torch.Tensor:
         R = self.factors.factor(t)
@@ -125,68 +90,51 @@ class CholeskyNoise:
         eps[:, -1] = -float(self.chol_kk(t)[0]) * s.to(F64)
         return eps, None
 
-
-def accurate_kernel_cov(process, t: float) -> torch.Tensor:
-    """Φ Σ_0 Φᵀ + ∫_0^τ Φ(r) Q Φ(r)ᵀ dr at one time, by quadrature (relatively accurate for small τ)."""
-    tau = float(process.tau(_times(t))[0])
-    Phi = process.sde.transition(torch.tensor(tau, dtype=F64))[0]
-
-    def integrand(r):
-        col = process.sde.transition(r)[0][:, :, -1]
-        return process.noise_scale * torch.einsum("mi,mj->mij", col, col)
-
-    cov = Phi @ process.initial_cov @ Phi.T + integrate(integrand, [0.0, tau])
-    return 0.5 * (cov + cov.T)
+    def from_network(self, z: torch.Tensor, eps_hat: torch.Tensor, t: float):
+        """ε from a network trained with the same K_t (it predicts the noised block only)."""
+        eps = torch.zeros_like(z, dtype=F64)
+        eps[:, -1] = eps_hat[:, 0].to(F64)
+        return eps, None
 
 
 class GDDIMNoise:
     """K_t = R_t (gDDIM eq. 15), with the full ε recovered from the noised-block score via x̂_0 = E[x_0|z]."""
 
     def __init__(self, process):
-        if process.t_min <= 0:
-            raise SamplerConfigError("kt='gddim' needs t_min > 0 (the kernel covariance is singular at t = 0)")
-        self.process, k = process, process.order
-        A, Q = process.sde.A.numpy(), process.sde.Q.numpy()
-
-        def rhs(u, y):  # dR/du = t b (A R + ½ Q R⁻ᵀ): Σ⁻¹R = R⁻ᵀ, so the kernel is never inverted
-            t, R = math.exp(u), y.reshape(k, k)
-            return (t * float(process.b(t)) * (A @ R + 0.5 * Q @ np.linalg.inv(R).T)).reshape(-1)
-
-        # Forward in t: the implied dΣ/dτ = AΣ + ΣAᵀ + Q contracts errors (A Hurwitz); a backward solve from
-        # R(T) would amplify them by exp(2|Re λ|τ) like the Van Loan trap. Σ(t_min) by quadrature: the
-        # core's stationary form Σ∞ − ΦΣ∞Φᵀ loses the tiny data-row entries to cancellation there.
-        r_min = torch.linalg.cholesky(accurate_kernel_cov(process, process.t_min)).numpy()
-        span = (math.log(process.t_min), math.log(process.t_max) + 1e-9)
-        self.solution = solve_ivp(
-            rhs, span, r_min.reshape(-1), method="DOP853", rtol=1e-12, atol=1e-16, dense_output=True
-        )
-        if not self.solution.success:
-            raise RuntimeError(f"gDDIM factor R_t: ODE solve failed ({self.solution.message})")
+        self.process, self.factors = process, gddim_factor(process)
 
     def factor(self, t) -> torch.Tensor:
-        """R_t, (m, k, k) float64."""
-        t = _times(t).clamp(self.process.t_min, self.process.t_max)
-        k = self.process.order
-        values = self.solution.sol(np.log(t.numpy()))  # (k·k, m)
-        return torch.from_numpy(np.ascontiguousarray(values.T)).reshape(-1, k, k)
+        return self.factors.factor(t)
 
     def row(self, t) -> torch.Tensor:
         return torch.linalg.inv(self.factor(t)).transpose(-1, -2)[:, -1, :]
 
-    def to_eps(self, z: torch.Tensor, s: torch.Tensor, t: float) -> torch.Tensor:
+    def _projection(self, t: float):
+        """R_t⁻¹, p = last row of Σ⁻¹ = R⁻ᵀR⁻¹ (more accurate near t_min than inverting Σ), φ = Φ e_1."""
         r_inv = torch.linalg.inv(self.factor(t)[0])
-        p = r_inv.T[-1] @ r_inv  # last row of Σ⁻¹ = R⁻ᵀR⁻¹ (more accurate near t_min than inverting Σ)
         phi = self.process.transition(0.0, t)[0].reshape(self.process.order, -1)[:, 0]
+        return r_inv, r_inv.T[-1] @ r_inv, phi
+
+    def to_eps(self, z: torch.Tensor, s: torch.Tensor, t: float) -> torch.Tensor:
+        r_inv, p, phi = self._projection(t)
         cp = p @ phi
         G = r_inv @ (torch.eye(self.process.order, dtype=F64) - torch.outer(phi, p) / cp)
         g = -(r_inv @ phi) / cp
         x0 = (s.to(F64) + torch.einsum("i,bi...->b...", p, z.to(F64))) / cp  # E[x_0 | z]
         return apply_blocks(G, z.to(F64)) + torch.einsum("i,b...->bi...", g, s.to(F64)), x0
 
+    def from_network(self, z: torch.Tensor, eps_hat: torch.Tensor, t: float):
+        """ε from a network trained with K = R_t (all k blocks) and the x̂_0 it implies along p:
+        x̂_0 = pᵀ(z − R ε̂) / pᵀφ, the same x̂_0 that ``to_eps`` gives for the network's own score −cᵀε̂."""
+        _, p, phi = self._projection(t)
+        eps = eps_hat.to(F64)
+        resid = z.to(F64) - apply_blocks(self.factor(t)[0], eps)
+        return eps, torch.einsum("i,bi...->b...", p, resid) / (p @ phi)
+
 
 def noise_parametrisation(process, kt: str):
-    cls = {"cholesky": CholeskyNoise, "gddim": GDDIMNoise}[kt]
-    return _cached(("eps", kt, process_key(process)), lambda: cls(process))
+    cls = {"cholesky": CholeskyNoise, "gddim": GDDIMNoise}[check_kt(kt)]
+    return cached(("eps", kt, process_key(process)), lambda: cls(process))
 
 
 def lagrange_basis(nodes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +154,7 @@ def step_coefficients(
     """Coefficients of the step t → t_next with ε known at the ``history`` times (t first): Φ(τ' − τ),
     W (p, k, k), the noise's PSD root (λ > 0) and, for gDDIM, φ' and the matrix multiplying ε_0."""
     k, q = process.order, process.noise_scale
-    tau_next = process.tau(_times(t_next))
+    tau_next = process.tau(times(t_next))
     Phi = torch.linalg.inv(process.transition(t_next, t)[0].reshape(k, k))
     nodes = history if extrapolate == "t" else process.tau(history)
     p = history.shape[0]
@@ -244,7 +192,7 @@ def integrator_plan(process, ts: torch.Tensor, order: int, noise: float, kt: str
         return plan
 
     key = ("plan", process_key(process), tuple(ts.tolist()), order, float(noise), kt, extrapolate)
-    return _cached(key, build)
+    return cached(key, build)
 
 
 def check_options(order, noise, kt, extrapolate) -> None:
@@ -269,7 +217,7 @@ def exponential_integrator(
     generator=None,
     order: int = 2,
     noise: float = 0.0,
-    kt: str = "cholesky",
+    kt: str = "gddim",
     grid: str = "logsnr",
     denoise: bool = True,
     extrapolate: str = "t",
@@ -279,16 +227,20 @@ def exponential_integrator(
     ``order`` 1–3: Adams–Bashforth order of the ε polynomial (lower orders on the first steps);
     ``noise`` λ ∈ [0, 1]: 0 = probability-flow ODE (deterministic), 1 = reverse SDE;
     ``kt``: 'cholesky' or 'gddim' (see the module docstring); ``extrapolate``: polynomial in 't' or 'tau'.
+    If ``score_fn`` is a ScoreModel trained with the same K_t, its predicted ε is used directly;
+    otherwise ε is computed from the score.
     """
     check_options(order, noise, kt, extrapolate)
     score = CountingScore(score_fn)
+    direct = CountingScore(score_fn.predict_noise) if getattr(score_fn, "kt", None) == kt else None
     n = steps_for_budget(check_nfe(nfe), 1, denoise)
     ts = time_grid(process, n, grid)
     param = noise_parametrisation(process, kt)
     plan = integrator_plan(process, ts, order, float(noise), kt, extrapolate)
     z, history = prior_z, []
     for i, step in enumerate(plan):
-        eps, x0 = param.to_eps(z, score(z, float(ts[i])), float(ts[i]))  # float64
+        t = float(ts[i])
+        eps, x0 = param.from_network(z, direct(z, t), t) if direct else param.to_eps(z, score(z, t), t)  # float64
         history = [eps] + history[: order - 1]
         if x0 is None:  # z' = Φ z + Σ_j W_j ε_j
             z_next = apply_blocks(step["Phi"], z.to(F64))
@@ -303,4 +255,4 @@ def exponential_integrator(
         z = z_next.to(prior_z.dtype)
     if denoise:
         z = final_denoise(process, score, z, float(ts[-1]))
-    return z, score.count
+    return z, score.count + (direct.count if direct else 0)
