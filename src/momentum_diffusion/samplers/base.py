@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from ..processes.core import Process
+from ..processes.noise_factor import data_posterior_mean
 
 ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -132,25 +133,41 @@ def noise_like(z: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
 
 
-def final_denoise(process: Process, score: ScoreFn, z: torch.Tensor, t: float) -> torch.Tensor:
-    """One noise-free step to t = 0 (1 NFE).
+DENOISE_CHOICES = (True, False, "tweedie", "euler")
 
-    Order 1: Tweedie, E[x_0 | z_t] = (z + σ_t² s) / α_t. Order > 1: the score is known only on the noised
-    block, so take CLD's final step, a noise-free Euler step of the reverse SDE from t to 0.
+
+def check_denoise(denoise):
+    if denoise not in DENOISE_CHOICES or isinstance(denoise, int) and not isinstance(denoise, bool):
+        raise SamplerConfigError(f"sampler.denoise must be true, false, tweedie or euler, got {denoise!r}")
+    return denoise
+
+
+def final_denoise(process: Process, score: ScoreFn, z: torch.Tensor, t: float, method=True) -> torch.Tensor:
+    """One noise-free step to t = 0 (1 NFE), shared by every sampler (``sampler.denoise``).
+
+    ``tweedie``: the data block becomes E[x_0 | z_t], for every order (order 1: (z + σ_t² s) / α_t; order > 1:
+    the phase-space Tweedie formula from the noised-block score, processes/noise_factor.py).
+    ``euler``: CLD's final step, a noise-free Euler step of the reverse SDE from t to 0.
+    ``true``: the papers' choice, Tweedie for order 1 and CLD's final step for order > 1.
     """
+    check_denoise(method)
     s = score(z, t)
-    if process.order == 1:
-        Phi, cov, _ = process.kernel(torch.tensor(t, dtype=torch.float64))
-        return (z + float(cov[0, 0]) * s.unsqueeze(1)) / float(Phi[0, 0])
+    if method == "tweedie" or (method is True and process.order == 1):
+        if process.order == 1:
+            Phi, cov, _ = process.kernel(torch.tensor(t, dtype=torch.float64))
+            return (z + float(cov[0, 0]) * s.unsqueeze(1)) / float(Phi[0, 0])
+        out = z.clone()
+        out[:, 0] = data_posterior_mean(process, z, s, t).to(z.dtype)
+        return out
     return z - float(process.tau(t)) * process.reverse_drift_per_tau(z, s)
 
 
 def steps_for_budget(nfe: int, per_step: int, denoise: bool) -> int:
     """Largest number of steps whose cost (plus the final denoising NFE) fits the budget."""
-    n = (nfe - int(denoise)) // per_step
+    n = (nfe - int(check_denoise(denoise) is not False)) // per_step
     if n < 1:
         raise SamplerConfigError(
             f"sampler.nfe={nfe} is too small: each step costs {per_step} NFE"
-            + (" and the final denoising step 1 more" if denoise else "")
+            + (" and the final denoising step 1 more" if denoise is not False else "")
         )
     return n

@@ -25,7 +25,7 @@ def euler_maruyama_step(process, z, s, dtau: float, generator):
 @sampler("em")
 @torch.no_grad()
 def euler_maruyama(
-    process, score_fn, prior_z, *, nfe: int, generator=None, denoise: bool = True, grid: str = "uniform"
+    process, score_fn, prior_z, *, nfe: int, generator=None, denoise: bool | str = True, grid: str = "uniform"
 ):
     """z ← z − Δτ (A z − Q s) + sqrt(Δτ Q_kk) ε on the noised block, with Δτ = ∫ b over the step.
 
@@ -40,5 +40,5 @@ def euler_maruyama(
         dtau = float(taus[i] - taus[i + 1])
         z = euler_maruyama_step(process, z, score(z, float(ts[i])), dtau, generator)
     if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]))
+        z = final_denoise(process, score, z, float(ts[-1]), denoise)
     return z, score.count

@@ -60,7 +60,7 @@ from .base import (
 )
 
 F64 = torch.float64
-EXTRAPOLATION = ("t", "tau")
+EXTRAPOLATION = ("t", "tau", "log_t")
 
 
 class CholeskyNoise:
@@ -156,14 +156,15 @@ def step_coefficients(
     k, q = process.order, process.noise_scale
     tau_next = process.tau(times(t_next))
     Phi = torch.linalg.inv(process.transition(t_next, t)[0].reshape(k, k))
-    nodes = history if extrapolate == "t" else process.tau(history)
+    variable = {"t": lambda t: t, "tau": process.tau, "log_t": torch.log}[extrapolate]
+    nodes = variable(history)
     p = history.shape[0]
 
     def integrand(s: torch.Tensor) -> torch.Tensor:
         tau_s = process.tau(s)
         back = torch.linalg.matrix_exp((tau_next - tau_s)[:, None, None] * process.sde.A)  # Φ(τ' − τ(s))
         col = back[:, :, -1] * (q * process.b(s))[:, None]  # Φ Q e_k b(s), (m, k)
-        ell = lagrange_basis(nodes, s if extrapolate == "t" else tau_s)  # (m, p)
+        ell = lagrange_basis(nodes, variable(s))  # (m, p)
         drift = -0.5 * (1 + noise**2) * torch.einsum("mp,mi,mj->mpij", ell, col, param.row(s))
         if noise == 0:
             return drift
@@ -203,7 +204,7 @@ def check_options(order, noise, kt, extrapolate) -> None:
     if kt not in KT_CHOICES:
         raise SamplerConfigError(f"unknown sampler.kt '{kt}'; choose {' or '.join(KT_CHOICES)}")
     if extrapolate not in EXTRAPOLATION:
-        raise SamplerConfigError(f"unknown sampler.extrapolate '{extrapolate}'; choose t or tau")
+        raise SamplerConfigError(f"unknown sampler.extrapolate '{extrapolate}'; choose {', '.join(EXTRAPOLATION)}")
 
 
 @sampler("expint")
@@ -219,7 +220,7 @@ def exponential_integrator(
     noise: float = 0.0,
     kt: str = "gddim",
     grid: str = "logsnr",
-    denoise: bool = True,
+    denoise: bool | str = True,
     extrapolate: str = "t",
 ):
     """Exponential integrator with multistep ε extrapolation (gDDIM / DEIS-style), 1 NFE per step.
@@ -254,5 +255,5 @@ def exponential_integrator(
             z_next = z_next + apply_blocks(step["root"], noise_like(z_next, generator))
         z = z_next.to(prior_z.dtype)
     if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]))
+        z = final_denoise(process, score, z, float(ts[-1]), denoise)
     return z, score.count + (direct.count if direct else 0)

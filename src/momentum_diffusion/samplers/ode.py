@@ -36,7 +36,7 @@ def probability_flow(
     method: str = "dopri5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    denoise: bool = True,
+    denoise: bool | str = True,
     grid: str = "uniform",
 ):
     """``method``: dopri5 (adaptive; ``nfe`` ignored except for denoising), euler or heun (fixed budget)."""
@@ -69,5 +69,5 @@ def probability_flow(
     else:
         raise SamplerConfigError(f"unknown ODE method '{method}'; choose dopri5, bosh3, adaptive_heun, euler, heun")
     if denoise:
-        z = final_denoise(process, score, z, t_end)
+        z = final_denoise(process, score, z, t_end, denoise)
     return z, score.count

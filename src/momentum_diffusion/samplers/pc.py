@@ -66,7 +66,7 @@ def predictor_corrector(
     n_corrector: int = 1,
     predictor: str = "reverse_diffusion",
     per_sample_norm: bool = False,
-    denoise: bool = True,
+    denoise: bool | str = True,
     grid: str = "uniform",
 ):
     """Per step: ``n_corrector`` Langevin steps at t, then one predictor step (NFE = steps·(1 + n_corrector))."""
@@ -87,5 +87,5 @@ def predictor_corrector(
             z[:, -1] += eps * g + (2 * eps) ** 0.5 * xi
         z = predictor_step(process, predictor, z, score(z, t), dtau, generator)
     if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]))
+        z = final_denoise(process, score, z, float(ts[-1]), denoise)
     return z, score.count

@@ -86,7 +86,7 @@ def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmet
             z = score_remainder_step(process, score, z, t, dtau, remainder, precision_row)
             z = linear(z, dtau, generator)
     if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]))
+        z = final_denoise(process, score, z, float(ts[-1]), denoise)
     return z, score.count
 
 
@@ -103,7 +103,7 @@ def sscs(
     *,
     nfe: int,
     generator=None,
-    denoise: bool = True,
+    denoise: bool | str = True,
     grid: str = "uniform",
     remainder: str = "euler",
 ):
@@ -120,7 +120,7 @@ def lie_trotter(
     *,
     nfe: int,
     generator=None,
-    denoise: bool = True,
+    denoise: bool | str = True,
     grid: str = "uniform",
     symmetric: bool = False,
     remainder: str = "euler",
