@@ -204,3 +204,36 @@ def test_network_trained_with_the_same_kt_gives_eps_directly(make, kt):
     via_score, used = exponential_integrator(process, lambda z, t: score(z, t), prior(process), **options)
     assert used == 16
     torch.testing.assert_close(direct, via_score, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("noise", [0.5, 1.0])
+@pytest.mark.parametrize("make", [vp, cld, hold])
+def test_stochastic_steps_are_exact_in_law_for_point_mass_data(make, noise):
+    """λ > 0 steps extrapolate x̂_0, which is constant for point-mass data: from the exact marginal at t_max,
+    three large steps must land on the exact marginal N(φ_t m, Σ_t) at t_end (mean and covariance within
+    Monte Carlo error; a wrong Ψ, V or C would move them by far more)."""
+    process = dataclasses.replace(make(), t_min=0.1)  # stop where the marginal is well conditioned
+    n, k = 40_000, process.order
+    gen = torch.Generator().manual_seed(5)
+    Phi, cov, chol = process.kernel(torch.tensor([process.t_max, process.t_min], dtype=F64))
+    z_T = Phi[0][:, 0] * MEAN + torch.randn(n, k, dtype=F64, generator=gen) @ chol[0].T
+    out, used = exponential_integrator(
+        process,
+        score_fn(process, MEAN, 0.0),
+        z_T[:, :, None],
+        nfe=3,
+        order=2,
+        noise=noise,
+        kt="gddim",
+        grid="quadratic",
+        denoise=False,
+        generator=gen,
+    )
+    assert used == 3
+    out = out[:, :, 0]
+    mean, target_cov = Phi[1][:, 0] * MEAN, cov[1]
+    se = (target_cov.diagonal() / n).sqrt()
+    assert ((out.mean(0) - mean).abs() < 5 * se).all(), (out.mean(0), mean)
+    sample_cov = torch.cov(out.T)
+    scale = torch.outer(target_cov.diagonal().sqrt(), target_cov.diagonal().sqrt())
+    assert ((sample_cov - target_cov).abs() / scale < 5 * math.sqrt(2 / n)).all(), (sample_cov, target_cov)

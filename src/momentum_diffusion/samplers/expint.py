@@ -22,31 +22,41 @@ x̂_0 = E[x_0 | z] exactly (a phase-space Tweedie formula; p_tᵀφ_t ≠ 0 for 
 other factor RU (U orthogonal) gives ε → Uᵀε, c → Uᵀc and leaves every update unchanged. For order 1
 (VP/VE) R = σ_t = L_t.
 
-Step t → t' < t (exact in the linear part, ε replaced by its Adams–Bashforth polynomial P through the last
-p ≤ ``order`` values, in t or in τ):
+Deterministic step (λ = 0) t → t' < t, exact in the linear part, ε replaced by its Adams–Bashforth
+polynomial through the last p ≤ ``order`` values (in t, τ or log t: ``extrapolate``):
 
-    z' = Φ(τ' − τ) z + Σ_j W_j ε_j + C^{1/2} ξ,
-    W_j = −∫_{t'}^{t} Φ(τ' − τ(s)) b(s) ½(1 + λ²) Q c(s)ᵀ ℓ_j(s) ds,   C = ∫_{t'}^{t} Φ(τ' − τ(s)) λ² b(s) Q Φᵀ ds,
+    z' = Φ(τ' − τ) z + Σ_j W_j ε_j,    W_j = −∫_{t'}^{t} Φ(τ' − τ(s)) b(s) ½ Q c(s)ᵀ ℓ_j(s) ds,
 
 ℓ_j the Lagrange basis. Φ(τ' − τ) is the inverse of the core's forward transition (well conditioned over
-one step). W_j and C come from composite Gauss–Legendre quadrature (float64; panels geometric in s so that
-each is a panel-width away from the kernel's singularity at t = 0; refined until converged to 1e-12) and
-are cached per grid. For gDDIM with λ = 0 the update is evaluated in the algebraically equal form
+one step). W_j comes from composite Gauss–Legendre quadrature (float64; panels geometric in s so that
+each is a panel-width away from the kernel's singularity at t = 0; refined until converged to 1e-12),
+cached per grid. For gDDIM the update is evaluated in the algebraically equal form
 z' = φ' x̂_0 + R' ε_0 + Σ_{j≥1} W_j (ε_j − ε_0), which avoids cancelling the large Φ(τ' − τ) z against W ε
-over long steps. For VP with λ = 0, order 1, Cholesky K this is DDIM: x' = α'(x − σε)/α + σ'ε.
+over long steps. For VP, order 1, Cholesky K this is DDIM: x' = α'(x − σε)/α + σ'ε.
+Stochastic steps (λ > 0) extrapolate x̂_0 = E[x_0 | z] instead and are exact for point-mass data at any
+step size (expint_stochastic.py).
 
-Caveat (measured, docs/fast_sampling.md): with K = L_t the frozen ε carries the fast OU relaxation of the
-noised block, and for CLD/HOLD the explicit step is unstable below roughly 50 (CLD) / 100 (HOLD) steps;
-K = R_t does not have this problem. The 'logsnr' grid follows the noised block's std, which saturates
-early for CLD/HOLD, so its first step spans most of τ; prefer 'quadratic' there.
+Measured (docs/fast_sampling.md): with K = L_t the frozen ε carries the fast OU relaxation of the noised
+block, and for CLD/HOLD the step is unstable below roughly 50 (CLD) / 100 (HOLD) steps; K = R_t does not
+have this problem. 'quadratic' is the best grid for CLD/HOLD; 'logsnr'/'edm' follow the data block's std,
+which spans ~12 decades for HOLD, so their steps land where nothing happens. Extrapolating in log t is
+better than in t for HOLD (ε varies on the log scale of the data block's noise level near t = 0).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..processes.core import apply_blocks, psd_sqrt
-from ..processes.noise_factor import KT_CHOICES, cached, check_kt, gddim_factor, process_key, times
+from ..processes.core import apply_blocks
+from ..processes.noise_factor import (
+    KT_CHOICES,
+    cached,
+    check_kt,
+    data_posterior_mean,
+    gddim_factor,
+    process_key,
+    times,
+)
 from ..processes.quadrature import geometric_edges, integrate
 from .base import (
     CountingScore,
@@ -58,6 +68,7 @@ from .base import (
     steps_for_budget,
     time_grid,
 )
+from .expint_stochastic import stochastic_step
 
 F64 = torch.float64
 EXTRAPOLATION = ("t", "tau", "log_t")
@@ -148,48 +159,43 @@ def lagrange_basis(nodes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def step_coefficients(
-    process, param, t: float, t_next: float, history: torch.Tensor, noise: float, extrapolate: str
-) -> dict:
-    """Coefficients of the step t → t_next with ε known at the ``history`` times (t first): Φ(τ' − τ),
-    W (p, k, k), the noise's PSD root (λ > 0) and, for gDDIM, φ' and the matrix multiplying ε_0."""
+def step_coefficients(process, param, t: float, t_next: float, history: torch.Tensor, variable) -> dict:
+    """Coefficients of the deterministic step t → t_next with ε known at the ``history`` times (t first):
+    Φ(τ' − τ), W (p, k, k) and, for gDDIM, φ' and R' (the matrix multiplying ε_0)."""
     k, q = process.order, process.noise_scale
     tau_next = process.tau(times(t_next))
     Phi = torch.linalg.inv(process.transition(t_next, t)[0].reshape(k, k))
-    variable = {"t": lambda t: t, "tau": process.tau, "log_t": torch.log}[extrapolate]
     nodes = variable(history)
-    p = history.shape[0]
 
     def integrand(s: torch.Tensor) -> torch.Tensor:
-        tau_s = process.tau(s)
-        back = torch.linalg.matrix_exp((tau_next - tau_s)[:, None, None] * process.sde.A)  # Φ(τ' − τ(s))
+        back = torch.linalg.matrix_exp((tau_next - process.tau(s))[:, None, None] * process.sde.A)  # Φ(τ' − τ(s))
         col = back[:, :, -1] * (q * process.b(s))[:, None]  # Φ Q e_k b(s), (m, k)
         ell = lagrange_basis(nodes, variable(s))  # (m, p)
-        drift = -0.5 * (1 + noise**2) * torch.einsum("mp,mi,mj->mpij", ell, col, param.row(s))
-        if noise == 0:
-            return drift
-        cov = noise**2 * torch.einsum("mi,mj->mij", col, back[:, :, -1])
-        return torch.cat([drift, cov[:, None]], dim=1)
+        return -0.5 * torch.einsum("mp,mi,mj->mpij", ell, col, param.row(s))
 
-    out = integrate(integrand, geometric_edges(t_next, t))
-    coeffs = {"Phi": Phi, "W": out[:p], "root": psd_sqrt(out[p]) if noise > 0 else None}
+    coeffs = {"Phi": Phi, "W": integrate(integrand, geometric_edges(t_next, t))}
     if isinstance(param, GDDIMNoise):
-        R, R_next = param.factor(torch.tensor([t, t_next], dtype=F64))
+        # ΦR + Σ_j W_j = R' exactly (the Dirac-data flow); use it, avoiding ΦR's cancellation
         coeffs["phi_next"] = process.transition(0.0, t_next)[0].reshape(k, k)[:, 0]
-        # λ = 0: ΦR + Σ_j W_j = R' exactly (the Dirac-data flow); use it, avoiding ΦR's cancellation
-        coeffs["base"] = R_next if noise == 0 else Phi @ R + out[:p].sum(0)
+        coeffs["base"] = param.factor(torch.tensor([t_next], dtype=F64))[0]
     return coeffs
 
 
 def integrator_plan(process, ts: torch.Tensor, order: int, noise: float, kt: str, extrapolate: str) -> list:
-    """Per-step coefficients for a grid, with Adams–Bashforth warm-up (orders 1, 2, … on the first steps)."""
+    """Per-step coefficients for a grid, with Adams–Bashforth warm-up (orders 1, 2, … on the first steps):
+    deterministic ε-steps for λ = 0, stochastic x̂_0-steps (expint_stochastic.py) for λ > 0."""
+    variable = {"t": lambda t: t, "tau": process.tau, "log_t": torch.log}[extrapolate]
 
     def build():
         param = noise_parametrisation(process, kt)
         plan = []
         for i in range(len(ts) - 1):
             history = ts[max(0, i + 1 - order) : i + 1].flip(0)  # t_i, t_{i−1}, …
-            plan.append(step_coefficients(process, param, float(ts[i]), float(ts[i + 1]), history, noise, extrapolate))
+            t, t_next = float(ts[i]), float(ts[i + 1])
+            if noise > 0:
+                plan.append(stochastic_step(process, t, t_next, history, noise, variable))
+            else:
+                plan.append(step_coefficients(process, param, t, t_next, history, variable))
         return plan
 
     key = ("plan", process_key(process), tuple(ts.tolist()), order, float(noise), kt, extrapolate)
@@ -233,7 +239,7 @@ def exponential_integrator(
     """
     check_options(order, noise, kt, extrapolate)
     score = CountingScore(score_fn)
-    direct = CountingScore(score_fn.predict_noise) if getattr(score_fn, "kt", None) == kt else None
+    direct = CountingScore(score_fn.predict_noise) if getattr(score_fn, "kt", None) == kt and noise == 0 else None
     n = steps_for_budget(check_nfe(nfe), 1, denoise)
     ts = time_grid(process, n, grid)
     param = noise_parametrisation(process, kt)
@@ -241,18 +247,23 @@ def exponential_integrator(
     z, history = prior_z, []
     for i, step in enumerate(plan):
         t = float(ts[i])
+        if noise > 0:  # z' = Ψ z + Σ_j V_j x̂_0,j + C^{1/2} ξ
+            history = [data_posterior_mean(process, z, score(z, t), t)] + history[: order - 1]
+            z_next = apply_blocks(step["Psi"], z.to(F64)) + apply_blocks(step["root"], noise_like(z, generator).to(F64))
+            for V_j, x0_j in zip(step["V"], history):
+                z_next = z_next + torch.einsum("i,b...->bi...", V_j, x0_j)
+            z = z_next.to(prior_z.dtype)
+            continue
         eps, x0 = param.from_network(z, direct(z, t), t) if direct else param.to_eps(z, score(z, t), t)  # float64
         history = [eps] + history[: order - 1]
         if x0 is None:  # z' = Φ z + Σ_j W_j ε_j
             z_next = apply_blocks(step["Phi"], z.to(F64))
             for W_j, eps_j in zip(step["W"], history):
                 z_next = z_next + apply_blocks(W_j, eps_j)
-        else:  # same update, written as z' = φ' x̂_0 + (ΦR + ΣW) ε_0 + Σ_{j≥1} W_j (ε_j − ε_0)
+        else:  # same update, written as z' = φ' x̂_0 + R' ε_0 + Σ_{j≥1} W_j (ε_j − ε_0)
             z_next = torch.einsum("i,b...->bi...", step["phi_next"], x0) + apply_blocks(step["base"], eps)
             for W_j, eps_j in zip(step["W"][1:], history[1:]):
                 z_next = z_next + apply_blocks(W_j, eps_j - eps)
-        if step["root"] is not None:
-            z_next = z_next + apply_blocks(step["root"], noise_like(z_next, generator))
         z = z_next.to(prior_z.dtype)
     if denoise:
         z = final_denoise(process, score, z, float(ts[-1]), denoise)
