@@ -119,3 +119,10 @@ def test_end_to_end_writes_csv_and_table(tmp_path, small_grid):
     out2 = tmp_path / "again"
     fs.main(["--render", str(tmp_path / "results.csv"), "--out", str(out2)])
     assert (out2 / "table.md").read_text() == table
+
+
+def test_best_grid_lists_ties():
+    first = {("g", "cld", "expint-o2-uniform"): 100, ("g", "cld", "expint-o2-quadratic"): 50,
+             ("g", "cld", "expint-o2-edm"): 50, ("g", "cld", "expint-o2-logsnr"): None}  # fmt: skip
+    assert fs.best_of(first, list(first)) == (50, ["quadratic", "edm"])
+    assert fs.best_of({("g", "cld", "expint-o1-edm"): None}, [("g", "cld", "expint-o1-edm")]) is None
