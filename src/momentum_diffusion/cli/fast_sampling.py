@@ -245,7 +245,8 @@ def compact_table(rows: list[dict]) -> str:
         for g, d in columns:
             keys = [(g, d, f"expint-o{order}-{grid}") for grid in EXPINT_GRIDS]
             strict, noise = best_of(first, keys), best_of(noisy, keys)
-            text = f"{strict[0]} ({', '.join(strict[1])})" if strict else f">{REFERENCE_NFE}"
+            grids = (strict and len(strict[1]) == len(EXPINT_GRIDS) and ["any grid"]) or (strict and strict[1])
+            text = f"{strict[0]} ({', '.join(grids)})" if strict else f">{REFERENCE_NFE}"
             same = (noise and noise[0]) == (strict and strict[0])
             cells.append(text if same or not noise else f"{text} [≈{noise[0]}]")
         lines.append(f"| expint o{order} (best grid) | " + " | ".join(cells) + " |")
