@@ -11,6 +11,14 @@ average of scores (the update rule of the official code's ``LangevinCorrectorMom
     ε ← 2 α (snr ‖ξ‖ / ‖m‖)²;   ε̃ ← ε (1 + β)²
     z_k ← z_k + ε̃ m + sqrt(2ε) ξ;   Δ ← ε̃ m (the noise-free displacement);   g_prev ← g
 
+``noise``: ``reference`` (default, the issue's and the authors' rule above) or ``consistent``, which draws
+the noise as sqrt(2ε̃) ξ so that drift and noise belong to the same Langevin step of size ε̃. Why: the
+reference rule takes drift ε̃ m but noise of a step ε, i.e. Langevin at temperature ε/ε̃ = 1/(1+β)²; on a
+Gaussian it leaves N(0, σ²/(1+β̄)²) invariant (std −11% at snr 0.16), so it cannot converge to the data as
+NFE grows. With sqrt(2ε̃) and β fixed, m = g + O(ε̃/(1−β)) and the chain is ULA with step ε̃ in the
+small-step limit: invariant law N(0, σ²) up to the usual O(ε̃/σ²) discretisation bias. Only the noise scale
+changes (ε still sets the step, β and ρ are computed as before), and at β = 0 both variants are PC.
+
 ``‖·‖`` is the per-sample L2 norm averaged over the batch (one β, ρ, ε per batch, as the reference code), or
 per sample with ``per_sample_norm``. The momentum state persists across noise levels (ρ mixes the change
 of t with the change of z, as in the reference code) and lives in one sampling call only.
@@ -49,6 +57,7 @@ from .pc import corrector_alpha, langevin_step_size, norm, predictor_step
 
 BETA_CLIP = 1e-4  # β ≤ 1 − BETA_CLIP (the reference code's eps); not a tunable option
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
+NOISES = ("reference", "consistent")  # Langevin noise sqrt(2ε) (authors' rule) or sqrt(2ε̃) (see module doc)
 
 
 @dataclass
@@ -84,14 +93,16 @@ def adaptive_momentum_langevin(
     generator=None,
     per_sample_norm: bool = False,
     fixed_beta: float | None = None,
+    noise: str = "reference",
     trace: list | None = None,
 ) -> tuple[torch.Tensor, MomentumState]:
     """``n_steps`` adaptive-momentum Langevin steps on the noised block z[:, -1] at fixed time t (in place).
 
     ``state`` carries the momentum between calls (a fresh one starts with a plain Langevin step);
     ``fixed_beta`` replaces the adaptive β by a constant (the constant-momentum ablation; β = 0 is the plain
-    Langevin corrector). Random numbers are drawn exactly as the PC Langevin corrector draws them (one
-    ``noise_like(g)`` per step, after the score). ``trace``, if a list, receives one dict per step:
+    Langevin corrector); ``noise``: ``reference`` (sqrt(2ε)) or ``consistent`` (sqrt(2ε̃)). Random numbers
+    are drawn exactly as the PC Langevin corrector draws them (one ``noise_like(g)`` per step, after the
+    score). ``trace``, if a list, receives one dict per step:
     {t, beta, rho, eps, eps_tilde} (ρ = nan on the first step; floats, or (B,) tensors per sample).
     Returns (z, state).
     """
@@ -112,7 +123,8 @@ def adaptive_momentum_langevin(
         eps = langevin_step_size(alpha, snr, xi, m, per_sample_norm)
         eps_tilde = eps * (1 + beta) ** 2
         delta = eps_tilde * m
-        z[:, -1] += delta + (2 * eps) ** 0.5 * xi  # same expression (and rounding) as pc.py when β = 0
+        scale = eps if noise == "reference" else eps_tilde
+        z[:, -1] += delta + (2 * scale) ** 0.5 * xi  # same expression (and rounding) as pc.py when β = 0
         state.m, state.g_prev, state.eps_tilde = m, g, eps_tilde
         state.delta_norm = norm(delta, per_sample_norm)
         if trace is not None:
@@ -128,7 +140,7 @@ def adaptive_momentum_langevin(
     return z, state
 
 
-def _check_options(snr, predictor, fixed_beta, n_corrector) -> None:
+def _check_options(snr, predictor, fixed_beta, n_corrector, noise="reference") -> None:
     if not isinstance(snr, (int, float)) or isinstance(snr, bool) or not snr > 0:
         raise SamplerConfigError(f"sampler.snr must be a number > 0, got {snr!r}")
     if predictor not in PREDICTORS:
@@ -139,6 +151,8 @@ def _check_options(snr, predictor, fixed_beta, n_corrector) -> None:
         raise SamplerConfigError(f"sampler.fixed_beta must be null (adaptive) or in [0, 1), got {fixed_beta!r}")
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
         raise SamplerConfigError(f"sampler.n_corrector must be an integer >= 0, got {n_corrector!r}")
+    if noise not in NOISES:
+        raise SamplerConfigError(f"unknown sampler.noise '{noise}'; choose {' or '.join(NOISES)}")
 
 
 @sampler("ams")
@@ -154,8 +168,9 @@ def adaptive_momentum(
     predictor: str = "reverse_diffusion",
     per_sample_norm: bool = False,
     fixed_beta: float | None = None,
+    noise: str = "reference",
     n_corrector: int = 1,
-    denoise: bool = True,
+    denoise: bool | str = True,
     grid: str = "uniform",
     trace: list | None = None,
 ):
@@ -165,10 +180,12 @@ def adaptive_momentum(
     predictor: reverse_diffusion (score_sde's VE configs) or euler_maruyama (its VP configs).
     per_sample_norm: per-sample β, ρ, ε instead of the reference code's batch-mean norms.
     fixed_beta: constant momentum (ablation); None = adaptive β. β = 0 reproduces ``pc`` sample for sample.
+    noise: reference (sqrt(2ε), the authors' rule; tempered by 1/(1+β)²) or consistent (sqrt(2ε̃), a
+    Langevin step of size ε̃; see the module docstring). Both coincide at β = 0.
     trace: optional list receiving the corrector's per-step {t, beta, rho, eps, eps_tilde}.
     The momentum state starts afresh in every call; ``prior_z`` is not modified.
     """
-    _check_options(snr, predictor, fixed_beta, n_corrector)
+    _check_options(snr, predictor, fixed_beta, n_corrector, noise)
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
     ts = time_grid(process, n, grid)
@@ -188,9 +205,10 @@ def adaptive_momentum(
             generator=generator,
             per_sample_norm=per_sample_norm,
             fixed_beta=fixed_beta,
+            noise=noise,
             trace=trace,
         )
         z = predictor_step(process, predictor, z, score(z, t), dtau, generator)
     if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]))
+        z = final_denoise(process, score, z, float(ts[-1]), denoise)
     return z, score.count
