@@ -58,6 +58,12 @@ def sampler_configs(diffusion: str) -> list[tuple[str, str, list[str]]]:
         for grid in EXPINT_GRIDS:
             overrides = ["sampler.kt=gddim", "sampler.noise=0.0", f"sampler.order={order}", f"sampler.grid={grid}"]
             configs.append((f"expint-o{order}-{grid}", "expint", overrides))
+    base = ["sampler.kt=gddim", "sampler.grid=quadratic"]
+    log_t = [*base, "sampler.noise=0.0", "sampler.order=3", "sampler.extrapolate=log_t"]
+    configs.append(("expint-o3-quadratic-logt", "expint", log_t))
+    for order in (2, 3):  # stochastic (λ = 1) steps in x̂_0
+        sde = [*base, "sampler.noise=1.0", f"sampler.order={order}"]
+        configs.append((f"expint-sde-o{order}-quadratic", "expint", sde))
     return configs
 
 
@@ -250,6 +256,9 @@ def compact_table(rows: list[dict]) -> str:
             same = (noise and noise[0]) == (strict and strict[0])
             cells.append(text if same or not noise else f"{text} [≈{noise[0]}]")
         lines.append(f"| expint o{order} (best grid) | " + " | ".join(cells) + " |")
+    for label in [lbl for lbl in labels if lbl.startswith(("expint-sde", "expint-o3-quadratic-logt"))]:
+        cells = [both(first[(g, d, label)], noisy[(g, d, label)], False, False) for g, d in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
