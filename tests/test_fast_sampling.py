@@ -80,7 +80,7 @@ def test_configs_follow_the_brief():
     labels = {d: [c[0] for c in fs.sampler_configs(d)] for d in fs.PROCESSES}
     assert "sscs" in labels["cld"] and "sscs" not in labels["hold"] and "lie_trotter" in labels["hold"]
     assert "sscs" not in labels["vp"] and "lie_trotter" not in labels["ve"]
-    assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 12
+    assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 12 + 3  # orders × grids, log_t, 2 stochastic
     pc = dict((c[0], c[2]) for c in fs.sampler_configs("ve"))["pc"]
     assert pc == ["sampler.predictor=reverse_diffusion"]
     assert dict((c[0], c[2]) for c in fs.sampler_configs("cld"))["ams"] == ["sampler.predictor=euler_maruyama"]
@@ -100,7 +100,8 @@ def test_end_to_end_writes_csv_and_table(tmp_path, small_grid):
     rows = fs.read_rows(tmp_path / "results.csv")
     configs = {r["config"] for r in rows}
     assert configs == {"em", "pc", "sscs", "ams", "ode-dopri5", "expint-o1-quadratic", "expint-o2-quadratic",
-                       "expint-o3-quadratic"}  # fmt: skip
+                       "expint-o3-quadratic", "expint-o3-quadratic-logt", "expint-sde-o2-quadratic",
+                       "expint-sde-o3-quadratic"}  # fmt: skip
     for r in rows:
         assert r["gmm"] == "ring8_2d" and r["diffusion"] == "cld" and r["n_samples"] == 200
         assert r["target"] == pytest.approx(max(r["em_ref_mode_kl"], r["mode_kl_floor"]))
