@@ -215,7 +215,15 @@ def test_users_hold_command_trains_on_digits(tmp_path, digits_cache):
 def test_gddim_noise_factor_trains_and_samples_with_expint(tmp_path, digits_cache):
     """objective.kt=gddim end to end: the checkpoint records it and expint samples from it (ε̂ directly)."""
     out = tmp_path / "train"
-    run("train.py", "objective.kt=gddim", "sampler=expint", *TINY_TRAIN, "trainer.max_steps=6", f"hydra.run.dir={out}")
+    run(
+        "train.py",
+        "objective.kt=gddim",
+        "sampler=expint",
+        "sampler.noise=0.0",
+        *TINY_TRAIN,
+        "trainer.max_steps=6",
+        f"hydra.run.dir={out}",
+    )
     ckpt = out / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["identity"]["kt"] == "gddim"
