@@ -63,3 +63,15 @@ def score_fn(process, mean: float = 0.0, std: float = 1.0):
         return noised_score(process, z, float(t), mean, std)
 
     return fn
+
+
+class ZeroBlocks(torch.nn.Module):
+    """A zero network predicting ``blocks`` blocks of ε (1, or k for the gDDIM noise factor): with the mixed
+    score and data_std = std, the exact model of Gaussian data N(0, std²)."""
+
+    def __init__(self, order: int, blocks: int):
+        super().__init__()
+        self.order, self.blocks = order, blocks
+
+    def forward(self, z_flat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(z_flat.shape[0], self.blocks * z_flat.shape[1] // self.order, dtype=z_flat.dtype)

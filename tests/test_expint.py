@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gaussian import score_fn
+from gaussian import ZeroBlocks, score_fn
 from momentum_diffusion.exact.gmm import ExactScore, load_gmm
 from momentum_diffusion.metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
 from momentum_diffusion.objectives import NoisePredictionObjective
@@ -173,17 +173,6 @@ def test_bad_options_are_config_errors(options):
     process = cld()
     with pytest.raises(SamplerConfigError):
         exponential_integrator(process, score_fn(process), prior(process), **{"nfe": 10, **options})
-
-
-class ZeroBlocks(torch.nn.Module):
-    """Zero network predicting ``blocks`` blocks of ε: with the mixed score, the exact model of N(0, STD²)."""
-
-    def __init__(self, order: int, blocks: int):
-        super().__init__()
-        self.order, self.blocks = order, blocks
-
-    def forward(self, z_flat, t):
-        return torch.zeros(z_flat.shape[0], self.blocks * z_flat.shape[1] // self.order, dtype=z_flat.dtype)
 
 
 @pytest.mark.parametrize("kt", ["gddim", "cholesky"])

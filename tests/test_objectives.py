@@ -16,7 +16,7 @@ import torch
 from scipy.stats import chi2
 from torch import nn
 
-from gaussian import noised_score, score_row
+from gaussian import ZeroBlocks, noised_score, score_row
 from momentum_diffusion.objectives import BCSM, DSM, HSM, ObjectiveConfigError, ScoreModel
 from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
 from momentum_diffusion.processes.noise_factor import noise_factor
@@ -277,17 +277,6 @@ def test_sample_time_in_range_and_reproducible():
 # ---------------------------------------------------------------------------------------------------------
 # The gDDIM noise factor (objective.kt = gddim): the network predicts all k blocks of ε = R_t⁻¹ L_t ξ
 # ---------------------------------------------------------------------------------------------------------
-
-
-class ZeroBlocks(nn.Module):
-    """A zero network that predicts ``blocks`` blocks of ε (the gddim output shape)."""
-
-    def __init__(self, order: int, blocks: int):
-        super().__init__()
-        self.order, self.blocks = order, blocks
-
-    def forward(self, z_flat, t):
-        return torch.zeros(z_flat.shape[0], self.blocks * z_flat.shape[1] // self.order, dtype=z_flat.dtype)
 
 
 @pytest.mark.parametrize("case", list(CASES))

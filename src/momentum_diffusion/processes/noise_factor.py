@@ -139,14 +139,19 @@ def score_rows(process, kt: str, t) -> torch.Tensor:
     return torch.linalg.inv(noise_factor(process, kt, t)).transpose(-1, -2)[:, -1, :]
 
 
+def tweedie_projection(process, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """R_t⁻¹, p_t = last row of Σ_t⁻¹ = R⁻ᵀR⁻¹ and φ_t = Φ(τ_t) e_1, float64 (see ``data_posterior_mean``).
+    p_t from the gDDIM factor stays accurate near t_min, where Σ_t is nearly singular."""
+    r_inv = torch.linalg.inv(noise_factor(process, "gddim", t)[0])
+    phi = process.transition(0.0, t)[0].reshape(process.order, -1)[:, 0]
+    return r_inv, r_inv.T[-1] @ r_inv, phi
+
+
 def data_posterior_mean(process, z: torch.Tensor, s: torch.Tensor, t: float) -> torch.Tensor:
     """E[x_0 | z_t] from the noised-block score s (phase-space Tweedie; float64).
 
     The kernel's noised-block score is linear in x_0: s = −p_tᵀ(z − φ_t E[x_0|z]) with p_t the last row of
     Σ_t⁻¹ and φ_t = Φ(τ_t) e_1, so E[x_0|z] = (s + p_tᵀz) / p_tᵀφ_t (p_tᵀφ_t ≠ 0 for every process here).
-    p_t = R⁻ᵀR⁻¹ from the gDDIM factor, which stays accurate near t_min where Σ_t is nearly singular.
     """
-    r_inv = torch.linalg.inv(noise_factor(process, "gddim", t)[0])
-    p = r_inv.T[-1] @ r_inv
-    phi = process.transition(0.0, t)[0].reshape(process.order, -1)[:, 0]
+    _, p, phi = tweedie_projection(process, t)
     return (s.to(F64) + torch.einsum("i,bi...->b...", p, z.to(F64))) / (p @ phi)

@@ -56,6 +56,7 @@ from ..processes.noise_factor import (
     gddim_factor,
     process_key,
     times,
+    tweedie_projection,
 )
 from ..processes.quadrature import geometric_edges, integrate
 from .base import (
@@ -120,24 +121,15 @@ class GDDIMNoise:
     def row(self, t) -> torch.Tensor:
         return torch.linalg.inv(self.factor(t)).transpose(-1, -2)[:, -1, :]
 
-    def _projection(self, t: float):
-        """R_t⁻¹, p = last row of Σ⁻¹ = R⁻ᵀR⁻¹ (more accurate near t_min than inverting Σ), φ = Φ e_1."""
-        r_inv = torch.linalg.inv(self.factor(t)[0])
-        phi = self.process.transition(0.0, t)[0].reshape(self.process.order, -1)[:, 0]
-        return r_inv, r_inv.T[-1] @ r_inv, phi
-
     def to_eps(self, z: torch.Tensor, s: torch.Tensor, t: float) -> torch.Tensor:
-        r_inv, p, phi = self._projection(t)
-        cp = p @ phi
-        G = r_inv @ (torch.eye(self.process.order, dtype=F64) - torch.outer(phi, p) / cp)
-        g = -(r_inv @ phi) / cp
-        x0 = (s.to(F64) + torch.einsum("i,bi...->b...", p, z.to(F64))) / cp  # E[x_0 | z]
-        return apply_blocks(G, z.to(F64)) + torch.einsum("i,b...->bi...", g, s.to(F64)), x0
+        r_inv, _, phi = tweedie_projection(self.process, t)
+        x0 = data_posterior_mean(self.process, z, s, t)  # E[x_0 | z]
+        return apply_blocks(r_inv, z.to(F64) - torch.einsum("i,b...->bi...", phi, x0)), x0
 
     def from_network(self, z: torch.Tensor, eps_hat: torch.Tensor, t: float):
         """ε from a network trained with K = R_t (all k blocks) and the x̂_0 it implies along p:
         x̂_0 = pᵀ(z − R ε̂) / pᵀφ, the same x̂_0 that ``to_eps`` gives for the network's own score −cᵀε̂."""
-        _, p, phi = self._projection(t)
+        _, p, phi = tweedie_projection(self.process, t)
         eps = eps_hat.to(F64)
         resid = z.to(F64) - apply_blocks(self.factor(t)[0], eps)
         return eps, torch.einsum("i,bi...->b...", p, resid) / (p @ phi)

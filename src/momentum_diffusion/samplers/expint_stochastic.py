@@ -35,6 +35,7 @@ F64 = torch.float64
 
 
 def lagrange_weights(nodes: np.ndarray, x: float) -> np.ndarray:
+    """ℓ_j(x) at one point: the scalar numpy twin of expint.lagrange_basis, for the ODE's right-hand side."""
     out = np.ones(len(nodes))
     for j, xj in enumerate(nodes):
         for m, xm in enumerate(nodes):
