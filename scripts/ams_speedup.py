@@ -43,8 +43,8 @@ METRICS = ("sw2", "mode_kl")
 PROCESSES = {
     "ve": (ve, "reverse_diffusion"),
     "vp": (vp, "euler_maruyama"),
-    "cld": (cld, "reverse_diffusion"),
-    "hold": (hold, "reverse_diffusion"),
+    "cld": (cld, "euler_maruyama"),
+    "hold": (hold, "euler_maruyama"),
 }
 SAMPLERS = ("em", "pc", "ams_ref", "ams_con")  # em has no snr
 REFS = ("pc", "em")

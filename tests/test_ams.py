@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = {  # process and score_sde's predictor for it (reverse diffusion also runs on CLD/HOLD)
     "ve": (ve, "reverse_diffusion"),
     "vp": (vp, "euler_maruyama"),
-    "cld": (cld, "reverse_diffusion"),
-    "hold": (hold, "reverse_diffusion"),
+    "cld": (cld, "euler_maruyama"),
+    "hold": (hold, "euler_maruyama"),
 }
 
 

@@ -31,6 +31,7 @@ from gaussian import marginal, score_fn
 from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
 from momentum_diffusion.samplers import (
     SamplerConfigError,
+    adaptive_momentum,
     configure,
     euler_maruyama,
     lie_trotter,
@@ -52,7 +53,7 @@ SAMPLERS = {
     # snr = 0.04: the Langevin corrector's step is fixed by snr, not by the budget, so its bias
     # (∝ snr², ≈ +2.6% of the variance at score_sde's 0.16) does not vanish as NFE grows; 0.04 makes it
     # 16× smaller, below the Monte Carlo resolution here.
-    "pc": (predictor_corrector, {"snr": 0.04}, pc_module, 2),
+    "pc": (predictor_corrector, {"snr": 0.04, "predictor": "reverse_diffusion"}, pc_module, 2),
     "ode_dopri5": (probability_flow, {"method": "dopri5"}, None, None),
     "ode_euler": (probability_flow, {"method": "euler"}, None, 1),
     "ode_heun": (probability_flow, {"method": "heun"}, None, 2),
@@ -519,6 +520,23 @@ def test_unknown_options_raise_before_any_score_call(fn, opts):
     with pytest.raises(SamplerConfigError):
         fn(process, score, z0, nfe=10, **opts)
     assert score.count == 0
+
+
+def test_predictor_auto_is_reverse_diffusion_for_ve_and_euler_maruyama_otherwise():
+    from momentum_diffusion.samplers.pc import resolve_predictor
+
+    assert resolve_predictor(ve(), "auto") == "reverse_diffusion"
+    assert [resolve_predictor(make(), "auto") for make in (vp, cld, hold)] == ["euler_maruyama"] * 3
+    for make, explicit in ((ve, "reverse_diffusion"), (cld, "euler_maruyama")):
+        process = make()
+        z0 = process.sample_prior((4, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
+        runs = [
+            fn(process, score_fn(process, M, S), z0, nfe=9, generator=torch.Generator().manual_seed(1), predictor=p)[0]
+            for fn in (predictor_corrector, adaptive_momentum)
+            for p in ("auto", explicit)
+        ]
+        torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+        torch.testing.assert_close(runs[2], runs[3], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------------------

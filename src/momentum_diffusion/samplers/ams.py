@@ -53,10 +53,9 @@ from .base import (
     steps_for_budget,
     time_grid,
 )
-from .pc import corrector_alpha, langevin_step_size, norm, predictor_step
+from .pc import corrector_alpha, langevin_step_size, norm, predictor_step, resolve_predictor
 
 BETA_CLIP = 1e-4  # β ≤ 1 − BETA_CLIP (the reference code's eps); not a tunable option
-PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 NOISES = ("reference", "consistent")  # Langevin noise sqrt(2ε) (authors' rule) or sqrt(2ε̃) (see module doc)
 
 
@@ -140,11 +139,9 @@ def adaptive_momentum_langevin(
     return z, state
 
 
-def _check_options(snr, predictor, fixed_beta, n_corrector, noise="reference") -> None:
+def _check_options(snr, fixed_beta, n_corrector, noise="reference") -> None:
     if not isinstance(snr, (int, float)) or isinstance(snr, bool) or not snr > 0:
         raise SamplerConfigError(f"sampler.snr must be a number > 0, got {snr!r}")
-    if predictor not in PREDICTORS:
-        raise SamplerConfigError(f"unknown predictor '{predictor}'; choose {' or '.join(PREDICTORS)}")
     if fixed_beta is not None and (
         isinstance(fixed_beta, bool) or not isinstance(fixed_beta, (int, float)) or not 0 <= fixed_beta < 1
     ):
@@ -165,7 +162,7 @@ def adaptive_momentum(
     nfe: int,
     generator=None,
     snr: float = 0.16,
-    predictor: str = "reverse_diffusion",
+    predictor: str = "auto",
     per_sample_norm: bool = False,
     fixed_beta: float | None = None,
     noise: str = "reference",
@@ -177,7 +174,8 @@ def adaptive_momentum(
     """PC sampling with the AMS corrector: per step ``n_corrector`` momentum-Langevin steps at t, then one
     predictor step (NFE = steps·(1 + n_corrector), plus 1 for the final denoising, as ``pc``).
 
-    predictor: reverse_diffusion (score_sde's VE configs) or euler_maruyama (its VP configs).
+    predictor: auto (reverse diffusion for VE, as score_sde's VE configs; Euler–Maruyama otherwise),
+    reverse_diffusion (order 1 only) or euler_maruyama (``pc.resolve_predictor``).
     per_sample_norm: per-sample β, ρ, ε instead of the reference code's batch-mean norms.
     fixed_beta: constant momentum (ablation); None = adaptive β. β = 0 reproduces ``pc`` sample for sample.
     noise: reference (sqrt(2ε), the authors' rule; tempered by 1/(1+β)²) or consistent (sqrt(2ε̃), a
@@ -185,7 +183,8 @@ def adaptive_momentum(
     trace: optional list receiving the corrector's per-step {t, beta, rho, eps, eps_tilde}.
     The momentum state starts afresh in every call; ``prior_z`` is not modified.
     """
-    _check_options(snr, predictor, fixed_beta, n_corrector, noise)
+    _check_options(snr, fixed_beta, n_corrector, noise)
+    predictor = resolve_predictor(process, predictor)
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
     ts = time_grid(process, n, grid)
