@@ -147,11 +147,12 @@ def tweedie_projection(process, t: float) -> tuple[torch.Tensor, torch.Tensor, t
     return r_inv, r_inv.T[-1] @ r_inv, phi
 
 
-def data_posterior_mean(process, z: torch.Tensor, s: torch.Tensor, t: float) -> torch.Tensor:
+def data_posterior_mean(process, z: torch.Tensor, s: torch.Tensor, t: float, projection=None) -> torch.Tensor:
     """E[x_0 | z_t] from the noised-block score s (phase-space Tweedie; float64).
 
     The kernel's noised-block score is linear in x_0: s = −p_tᵀ(z − φ_t E[x_0|z]) with p_t the last row of
     Σ_t⁻¹ and φ_t = Φ(τ_t) e_1, so E[x_0|z] = (s + p_tᵀz) / p_tᵀφ_t (p_tᵀφ_t ≠ 0 for every process here).
+    ``projection``: ``tweedie_projection(process, t)`` if the caller already has it.
     """
-    _, p, phi = tweedie_projection(process, t)
+    _, p, phi = projection or tweedie_projection(process, t)
     return (s.to(F64) + torch.einsum("i,bi...->b...", p, z.to(F64))) / (p @ phi)

@@ -122,8 +122,9 @@ class GDDIMNoise:
         return torch.linalg.inv(self.factor(t)).transpose(-1, -2)[:, -1, :]
 
     def to_eps(self, z: torch.Tensor, s: torch.Tensor, t: float) -> torch.Tensor:
-        r_inv, _, phi = tweedie_projection(self.process, t)
-        x0 = data_posterior_mean(self.process, z, s, t)  # E[x_0 | z]
+        projection = tweedie_projection(self.process, t)
+        r_inv, _, phi = projection
+        x0 = data_posterior_mean(self.process, z, s, t, projection)  # E[x_0 | z]
         return apply_blocks(r_inv, z.to(F64) - torch.einsum("i,b...->bi...", phi, x0)), x0
 
     def from_network(self, z: torch.Tensor, eps_hat: torch.Tensor, t: float):
@@ -179,7 +180,7 @@ def integrator_plan(process, ts: torch.Tensor, order: int, noise: float, kt: str
     variable = {"t": lambda t: t, "tau": process.tau, "log_t": torch.log}[extrapolate]
 
     def build():
-        param = noise_parametrisation(process, kt)
+        param = noise_parametrisation(process, kt) if noise == 0 else None
         plan = []
         for i in range(len(ts) - 1):
             history = ts[max(0, i + 1 - order) : i + 1].flip(0)  # t_i, t_{i−1}, …
@@ -225,7 +226,8 @@ def exponential_integrator(
 
     ``order`` 1–3: Adams–Bashforth order of the ε polynomial (lower orders on the first steps);
     ``noise`` λ ∈ [0, 1]: 0 = probability-flow ODE (deterministic), 1 = reverse SDE;
-    ``kt``: 'cholesky' or 'gddim' (see the module docstring); ``extrapolate``: polynomial in 't' or 'tau'.
+    ``kt``: 'cholesky' or 'gddim' (see the module docstring); ``extrapolate``: polynomial in 't', 'tau' or
+    'log_t'. λ > 0 steps extrapolate x̂_0 and ignore ``kt`` (expint_stochastic.py).
     If ``score_fn`` is a ScoreModel trained with the same K_t, its predicted ε is used directly;
     otherwise ε is computed from the score.
     """
@@ -234,7 +236,7 @@ def exponential_integrator(
     direct = CountingScore(score_fn.predict_noise) if getattr(score_fn, "kt", None) == kt and noise == 0 else None
     n = steps_for_budget(check_nfe(nfe), 1, denoise)
     ts = time_grid(process, n, grid)
-    param = noise_parametrisation(process, kt)
+    param = noise_parametrisation(process, kt) if noise == 0 else None
     plan = integrator_plan(process, ts, order, float(noise), kt, extrapolate)
     z, history = prior_z, []
     for i, step in enumerate(plan):
