@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..lightning.callbacks import RankNoiseStreams
 from ..lightning.checkpointing import AtomicCheckpointIO, load_checkpoint
 from ..lightning.module import NonFiniteTrainingError, check_identity
 from .common import UserError, build_module, build_sampler, one_line_errors, to_dict
@@ -37,6 +38,7 @@ def train(cfg: DictConfig):
     if cfg.ckpt_path is not None:  # refuse a checkpoint of another process/model before Lightning loads it
         check_identity(load_checkpoint(cfg.ckpt_path)["hyper_parameters"]["identity"], module.identity)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks.append(RankNoiseStreams(cfg.seed))  # DDP: seed + rank per process; no-op on one device
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
     OmegaConf.save(cfg, out_dir / "config.yaml")

@@ -16,8 +16,12 @@ epoch boundary). The count is taken where batches leave the loader, so it is exa
 too (their read-ahead is not counted) and with Lightning's fetcher (which does not pre-fetch from loaders
 with a length).
 
-Under DDP Lightning replaces the sampler by a ``DistributedSampler``; training still works, but the
-position within the epoch is then not restored (a warning says so).
+Under DDP (``torch.distributed`` initialised) the sampler shards the epoch itself: rank r of W takes
+positions ``start + r, start + r + W, …`` of the one (seed, epoch) permutation, each rank ``n // W`` of them,
+so global batch b is positions ``[b·B·W, (b+1)·B·W)`` of the permutation whatever W is. The trainer configs
+set ``use_distributed_sampler: false`` so Lightning keeps this sampler; the checkpointed position
+(epoch, batches, world_size) then restores exactly on the same W, and on another W continues from the same
+number of samples seen (rounded down to a whole batch per rank). With one process nothing changes.
 """
 
 from __future__ import annotations
@@ -41,17 +45,31 @@ class ResumableRandomSampler(Sampler[int]):
 
     def __init__(self, n: int, seed: int = 0):
         self.n, self.seed = int(n), int(seed)
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start = 0, 0  # start: position in the (global) permutation
 
     def permutation(self, epoch: int | None = None) -> torch.Tensor:
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch if epoch is None else epoch))
         return torch.randperm(self.n, generator=gen)
 
     def __iter__(self):
-        yield from self.permutation()[self.start :].tolist()
+        rank, world = distributed_rank()
+        if world == 1:
+            yield from self.permutation()[self.start :].tolist()
+            return
+        rest = self.permutation()[self.start :]
+        yield from rest[rank : (len(rest) // world) * world : world].tolist()
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // distributed_rank()[1]
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _resumable_parts(loader: DataLoader) -> tuple[ResumableRandomSampler | None, int]:
@@ -85,7 +103,7 @@ class ResumableDataLoader(DataLoader):
         self._epoch, self._batches = self._position()
         sampler, size = _resumable_parts(self)
         if sampler is not None:
-            sampler.epoch, sampler.start = self._epoch, self._batches * size
+            sampler.epoch, sampler.start = self._epoch, self._batches * size * distributed_rank()[1]
             if self.generator is not None:  # worker seeds depend on (seed, epoch) only
                 self.generator.manual_seed(epoch_seed(sampler.seed + 1, self._epoch))
         elif self._batches:
@@ -102,10 +120,18 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict:
         epoch, batches = self._position()
-        return {"epoch": epoch, "batches": batches}
+        return {"epoch": epoch, "batches": batches, "world_size": distributed_rank()[1]}
 
     def load_state_dict(self, state: dict) -> None:
         self._epoch, self._batches = int(state["epoch"]), int(state["batches"])
+        saved, world = int(state.get("world_size", 1)), distributed_rank()[1]
+        if saved != world:  # same number of samples seen, rounded down to whole batches per rank
+            self._batches = self._batches * saved // world
+            warnings.warn(
+                f"resuming a {saved}-process data position on {world} processes: the data order continues from "
+                "the same sample count; the noise streams are per rank and not those of an uninterrupted run",
+                stacklevel=2,
+            )
 
 
 def resumable_loader(dataset, batch_size: int, seed: int, drop_last: bool, **kwargs) -> ResumableDataLoader:

@@ -1,4 +1,5 @@
-"""SampleEvaluation: every N steps and at the end, sample at each NFE budget, log the metric and a preview."""
+"""SampleEvaluation: every N steps and at the end, sample at each NFE budget, log the metric and a preview.
+RankNoiseStreams: under DDP each rank draws its own t and ε (seed + rank), saved and restored per rank."""
 
 from __future__ import annotations
 
@@ -52,12 +53,14 @@ class SampleEvaluation(pl.Callback):
             rows.append(row)
             for logger in trainer.loggers:  # logger API directly: self.log is not allowed in on_train_end
                 logger.log_metrics({f"eval/{k}_nfe{nfe}": v for k, v in metrics.items()}, step=step)
-            ref = trainer.datamodule.reference_data(x.shape[0]) if x.dim() == 2 else None
-            save_preview(x, out_dir / "samples" / f"step{step:07d}_nfe{nfe}.png", ref)
+            own = getattr(trainer.datamodule, "save_preview", None)  # e.g. graphs draw themselves
+            ref = trainer.datamodule.reference_data(x.shape[0]) if x.dim() == 2 and own is None else None
+            preview = own or (lambda samples, path: save_preview(samples, path, ref))
+            preview(x, out_dir / "samples" / f"step{step:07d}_nfe{nfe}.png")
             log.info(
                 "step %d NFE %d (used %d): %s", step, nfe, used, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             )
-        save_preview(x, out_dir / "grid.png", ref)
+        preview(x, out_dir / "grid.png")
         self.history.extend(rows)
         write_rows(out_dir / "eval_metrics.csv", self.history)
         return rows
@@ -75,3 +78,58 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
+
+
+class RankNoiseStreams(pl.Callback):
+    """Per-rank noise streams under DDP, checkpointed per rank.
+
+    ``seed_everything(seed)`` runs before the processes start, so without this every rank would draw the
+    same diffusion times t and noise ε (the noise half of the gradient identical on all ranks). At ``setup``
+    rank r of a multi-process run re-seeds its global RNGs (torch CPU + CUDA, numpy, random) with
+    ``seed + r``; on save, every rank's torch (and CUDA) RNG state is gathered into the checkpoint
+    (``checkpoint["rng_per_rank"]``), and on resume with the same world size each rank gets its own state
+    back (the data position is restored by the resumable loader), so an N-process resume continues the
+    same streams. On another world size rank r is re-seeded from (seed + r, global step) instead: the run
+    is reproducible but not the uninterrupted one. With one process this callback does nothing, so the
+    single-device path (and its bit-exact resume via ``DiffusionModule.on_save_checkpoint``) is unchanged.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    def setup(self, trainer, pl_module, stage):
+        if trainer.world_size > 1:
+            pl.seed_everything(self.seed + trainer.global_rank, workers=True, verbose=False)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.world_size <= 1:
+            return
+        device = trainer.strategy.root_device
+        states = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(device)
+        gathered = {}
+        for key, state in states.items():  # a collective: every rank runs dump_checkpoint, rank 0 writes
+            stacked = trainer.strategy.all_gather(state.to(device))
+            gathered[key] = [s.cpu() for s in stacked]
+        checkpoint["rng_per_rank"] = {"world_size": trainer.world_size, **gathered}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.world_size <= 1:
+            return
+        saved = checkpoint.get("rng_per_rank")
+        rank = trainer.global_rank
+        if saved is not None and saved["world_size"] == trainer.world_size:
+            torch.set_rng_state(saved["torch"][rank])
+            device = trainer.strategy.root_device
+            if "cuda" in saved and device.type == "cuda":
+                torch.cuda.set_rng_state(saved["cuda"][rank], device)
+            return
+        step = int(checkpoint.get("global_step", 0))
+        log.warning(
+            "checkpoint has no per-rank RNG states for %d processes: rank %d re-seeded from (seed + rank, step %d)",
+            trainer.world_size,
+            rank,
+            step,
+        )
+        pl.seed_everything((self.seed + rank + 1_000_003 * step) % 2**32, workers=True, verbose=False)
