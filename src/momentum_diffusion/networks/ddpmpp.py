@@ -34,6 +34,7 @@ class DDPMpp(ScoreUNet):
         time_embedding: str = "positional",
         fourier_scale: float = 16.0,  # only used with time_embedding='fourier'
         skip_rescale: bool = True,
+        compile: bool = False,  # regional torch.compile of the blocks (ScoreUNet.compile_blocks)
     ):
         super().__init__(
             in_channels,
@@ -50,4 +51,5 @@ class DDPMpp(ScoreUNet):
             fir=False,
             progressive_input="none",
             skip_rescale=skip_rescale,
+            compile=compile,
         )

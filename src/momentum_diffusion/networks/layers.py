@@ -9,6 +9,19 @@
   separable blur, applied with stride 2 to downsample and as a stride-2 transposed conv to upsample. For the
   default kernel this is exactly bilinear upsampling and a [1,3,3,1]/8 anti-aliased decimation.
 - Self-attention over pixels (Wang et al. 2018; single head as in DDPM), via ``scaled_dot_product_attention``.
+
+Speed (issue 12) without changing what is computed — same parameters, same state_dict keys, same FLOPs:
+
+- `GroupNorm` stays in the input's dtype under autocast (statistics are still accumulated in float32 by the
+  kernel): autocast would otherwise run every GroupNorm in float32 and write a float32 activation that the
+  next conv casts straight back. It optionally applies SiLU, so ``GN → SiLU`` is one module that
+  ``torch.compile`` fuses into one kernel (and, with `residual`, the ``(x + h)·s`` epilogue after the conv).
+- The BigGAN block takes the *activated* time embedding: SiLU(temb) is computed once per forward by the
+  backbone instead of once per block.
+- Attention reshapes with einops are views for channels_last tensors, so channels_last stays channels_last
+  end to end (a contiguous input keeps a contiguous output).
+- Blocks contain no data-dependent control flow, so each compiles to one graph (regional compilation:
+  `ScoreUNet.compile_blocks`).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 __all__ = [
@@ -26,6 +40,8 @@ __all__ = [
     "conv1x1",
     "linear",
     "group_norm",
+    "GroupNorm",
+    "residual",
     "FIRResample",
     "NaiveResample",
     "make_resample",
@@ -74,12 +90,60 @@ def linear(in_dim: int, out_dim: int, init_scale: float = 1.0) -> nn.Linear:
     return layer
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with ``min(C // 4, 32)`` groups, lowered until it divides C (e.g. C = 200 → 25 groups)."""
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (same parameters and state_dict keys) that keeps the input's dtype, + optional SiLU.
+
+    Under autocast ``group_norm`` is a float32 op: a bfloat16 input comes back float32 and the following
+    conv casts it back to bfloat16 — two extra full-size passes over memory per norm. Here a low-precision
+    input is normalised in its own dtype (the kernels accumulate the statistics in float32), so the output
+    is what the next conv would have cast it to anyway. Float32 inputs are untouched.
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-6, act: bool = False):
+        super().__init__(num_groups, num_channels, eps=eps)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32 and _autocast_on(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                h = F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+        else:
+            h = F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return F.silu(h) if self.act else h
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", act=SiLU" if self.act else "")
+
+
+def group_norm(channels: int, act: bool = False) -> GroupNorm:
+    """GroupNorm with ``min(C // 4, 32)`` groups, lowered until it divides C (e.g. C = 200 → 25 groups).
+
+    ``act=True`` appends SiLU (``GN → SiLU`` as one module: one fused kernel under ``torch.compile``).
+    """
     groups = max(1, min(channels // 4, 32))
     while channels % groups:
         groups -= 1
-    return nn.GroupNorm(groups, channels, eps=1e-6)
+    return GroupNorm(groups, channels, eps=1e-6, act=act)
+
+
+def residual(x: torch.Tensor, h: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(x + h) · scale`` with one temporary (the scale is applied in place; exact same values)."""
+    out = x + h
+    return out if scale == 1.0 else out.mul_(scale)
+
+
+def same_format(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``h`` in ``like``'s memory format (channels_last or contiguous); a no-op when it already is."""
+    if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last):
+        return h.contiguous(memory_format=torch.channels_last)
+    return h.contiguous()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -183,6 +247,9 @@ class ResnetBlockBigGAN(nn.Module):
     ``h = conv(drop(act(GN(conv(resample(act(GN(x)))) + W·act(temb)))))``,
     ``out = (resample(x)[→1×1 conv] + h) · s`` with ``s = 1/√2`` if ``skip_rescale`` (Song et al. 2021, H.1).
     With ``up = down = False`` and ``skip_rescale = False`` this is DDPM's residual block (Ho et al. 2020).
+
+    ``forward(x, temb_act)`` takes the **activated** embedding ``act(temb)`` (the backbone computes it once
+    for all blocks). ``act`` is SiLU; it is fused into the norms (`GroupNorm(act=True)`).
     """
 
     def __init__(
@@ -201,31 +268,30 @@ class ResnetBlockBigGAN(nn.Module):
         if up and down:
             raise ValueError("ResnetBlockBigGAN cannot both upsample and downsample")
         out_ch = out_ch or in_ch
-        self.norm0 = group_norm(in_ch)
+        self.norm0 = group_norm(in_ch, act=True)
         # One module resamples both branches; FIR/naive resampling has no parameters, so sharing is exact.
         mode = "up" if up else "down"
         self.resample = make_resample(in_ch, mode, fir, fir_kernel) if (up or down) else None
         self.conv0 = conv3x3(in_ch, out_ch)
         self.temb_proj = linear(temb_dim, out_ch) if temb_dim is not None else None
-        self.norm1 = group_norm(out_ch)
+        self.norm1 = group_norm(out_ch, act=True)
         self.dropout = nn.Dropout(dropout)
         self.conv1 = conv3x3(out_ch, out_ch)
         # score_sde also projects the skip whenever resampling; we only need it when channels change.
         self.shortcut = conv1x1(in_ch, out_ch) if in_ch != out_ch else None
         self.out_scale = 1.0 / math.sqrt(2.0) if skip_rescale else 1.0
-        self.act = nn.SiLU()
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.act(self.norm0(x))
+    def forward(self, x: torch.Tensor, temb_act: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm0(x)  # GN + SiLU
         if self.resample is not None:
             h, x = self.resample(h), self.resample(x)
         h = self.conv0(h)
-        if self.temb_proj is not None and temb is not None:
-            h = h + self.temb_proj(self.act(temb))[:, :, None, None]
-        h = self.conv1(self.dropout(self.act(self.norm1(h))))
+        if self.temb_proj is not None and temb_act is not None:
+            h = h + self.temb_proj(temb_act)[:, :, None, None]
+        h = self.conv1(self.dropout(self.norm1(h)))  # GN + SiLU
         if self.shortcut is not None:
             x = self.shortcut(x)
-        return (x + h) * self.out_scale
+        return residual(x, h, self.out_scale)
 
 
 class AttnBlock(nn.Module):
@@ -239,8 +305,8 @@ class AttnBlock(nn.Module):
         self.out_scale = 1.0 / math.sqrt(2.0) if skip_rescale else 1.0
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        b, c, height, width = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, height * width).transpose(-1, -2).unbind(1)
+        # (B, 3C, H, W) → 3 × (B, HW, C): views when x is channels_last (memory is already B, H, W, C).
+        q, k, v = rearrange(self.qkv(self.norm(x)), "b (three c) h w -> three b (h w) c", three=3)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C), scaled by 1/√C
-        h = self.proj(h.transpose(-1, -2).reshape(b, c, height, width))
-        return (x + h) * self.out_scale
+        h = same_format(rearrange(h, "b (h w) c -> b c h w", h=x.shape[-2]), x)
+        return residual(x, self.proj(h), self.out_scale)

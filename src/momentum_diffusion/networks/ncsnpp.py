@@ -44,6 +44,7 @@ class NCSNpp(ScoreUNet):
         fir_kernel: Sequence[int] = FIR_KERNEL,
         progressive_input: str = "residual",  # or 'none'
         skip_rescale: bool = True,
+        compile: bool = False,  # regional torch.compile of the blocks (ScoreUNet.compile_blocks)
     ):
         super().__init__(
             in_channels,
@@ -61,4 +62,5 @@ class NCSNpp(ScoreUNet):
             fir_kernel=fir_kernel,
             progressive_input=progressive_input,
             skip_rescale=skip_rescale,
+            compile=compile,
         )

@@ -34,6 +34,7 @@ class UNet(ScoreUNet):
         dropout: float = 0.0,
         time_embedding: str = "positional",  # 'fourier' also works (scale below)
         fourier_scale: float = 16.0,
+        compile: bool = False,  # regional torch.compile of the blocks (ScoreUNet.compile_blocks)
     ):
         super().__init__(
             in_channels,
@@ -50,4 +51,5 @@ class UNet(ScoreUNet):
             fir=False,
             progressive_input="none",
             skip_rescale=False,
+            compile=compile,
         )
