@@ -100,7 +100,7 @@ class DiffusionModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             return
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        if not all(torch.isfinite(g).all() for g in grads):
+        if not _all_finite(grads):
             optimizer.zero_grad(set_to_none=True)
             self._skip_bad_step("gradient")
             return
@@ -125,13 +125,18 @@ class DiffusionModule(pl.LightningModule):
 
     @torch.no_grad()
     def _update_ema(self):
-        for e, p in zip(self.ema.parameters(), self.net.parameters()):
-            e.lerp_(p.detach(), 1.0 - self.ema_decay)
+        # One multi-tensor kernel (per dtype/device) instead of one lerp per parameter (issue 12).
+        ema_params, params = list(self.ema.parameters()), [p.detach() for p in self.net.parameters()]
+        if ema_params:
+            torch._foreach_lerp_(ema_params, params, 1.0 - self.ema_decay)
         for e, b in zip(self.ema.buffers(), self.net.buffers()):
             e.copy_(b)
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        # Fused Adam (one kernel for all parameters) on CUDA, multi-tensor (foreach) elsewhere (issue 12).
+        params = list(self.net.parameters())
+        impl = {"fused": True} if params and all(p.is_cuda for p in params) else {"foreach": True}
+        opt = torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay, **impl)
         warm = max(self.warmup_steps, 1)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -171,6 +176,22 @@ class DiffusionModule(pl.LightningModule):
             outs.append(self.process.data_block(z).float().cpu())
             nfes.append(nfe)
         return torch.cat(outs), int(math.ceil(sum(nfes) / len(nfes)))
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every tensor is finite, with one device sync (not one per tensor): AMP's fused check."""
+    found = {}
+    try:
+        for t in tensors:
+            found.setdefault((t.device, t.dtype), []).append(t)
+        flags = []
+        for (device, _), group in found.items():
+            flag = torch.zeros(1, device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(group, flag, torch.ones(1, device=device))
+            flags.append(flag.cpu() if len(found) > 1 else flag)
+        return not any(bool(f) for f in flags)
+    except (RuntimeError, NotImplementedError):  # op missing for this device/dtype: the plain check
+        return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 class NonFiniteTrainingError(RuntimeError):
