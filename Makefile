@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow sample benchmark benchmark-fast lint clean
+.PHONY: install train test test-slow sample benchmark benchmark-fast report lint clean bench-network
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 train: $(STAMP)
-	$(PY) src/train.py $(ARGS)
+	$(PY) src/train.py 'sampler.nfe=[20,50,100]' $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
@@ -34,6 +34,15 @@ benchmark: $(STAMP)
 
 benchmark-fast: $(STAMP)
 	$(PY) src/benchmark_fast.py $(ARGS)
+
+# Network speed (issue 12): params, FLOPs, train/inference img/s, compile time, sampler overhead.
+# A GPU runs the CIFAR-10 NCSN++ (--preset cifar10), a CPU a small one; e.g. ARGS='--baseline HEAD~5'.
+bench-network: $(STAMP)
+	$(PY) scripts/bench_network.py $(ARGS)
+
+# Gather a Hydra multirun directory into SWEEP/report/{runs.csv,table.md,*_vs_nfe.png,report.html}.
+report: $(STAMP)
+	$(PY) scripts/collect_sweep.py $(SWEEP) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -1,4 +1,4 @@
-"""python src/benchmark.py gmm=SPEC diffusion=NAME sampler=NAME 'nfe=[…]' n_samples=N seed=S (conf/benchmark.yaml)."""
+"""python src/benchmark.py gmm=SPEC diffusion=NAME sampler=NAME 'sampler.nfe=[…]' n_samples=N seed=S (conf/benchmark.yaml)."""
 
 import hydra
 

@@ -19,7 +19,7 @@ TINY_TRAIN = [
     "trainer.max_steps=12",
     "model.base_channels=16",
     "data.batch_size=32",
-    "callbacks.sample_evaluation.nfe=[4,8]",
+    "sampler.nfe=[4,8]",  # the one NFE knob; a list = the training evaluation at each budget
     "callbacks.sample_evaluation.n_samples=32",
     "callbacks.checkpoint.every_n_train_steps=6",
 ]
@@ -106,10 +106,18 @@ def test_sample_multirun_over_samplers_and_budgets(trained, tmp_path):
 
 def test_evaluate_writes_one_row_per_nfe(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
-    run("evaluate.py", f"ckpt={ckpt}", "sampler=sscs", "nfe=[4,6]", "n_samples=16", f"hydra.run.dir={tmp_path}")
+    run("evaluate.py", f"ckpt={ckpt}", "sampler=sscs", "sampler.nfe=[4,6]", "n_samples=16", f"hydra.run.dir={tmp_path}")
     rows = read_csv(tmp_path / "metrics.csv")
     assert [(r["sampler"], int(r["nfe_budget"])) for r in rows] == [("sscs", 4), ("sscs", 6)]
     assert all(float(r["fd_digits"]) > 0 for r in rows)
+
+
+def test_evaluate_multirun_over_nfe_changes_the_checkpoints_own_sampler(trained, tmp_path):
+    """-m sampler.nfe=4,6 without sampler=NAME: one job per budget, each with the checkpoint's sampler (sscs)."""
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    run("evaluate.py", "-m", f"ckpt={ckpt}", "sampler.nfe=4,6", "n_samples=16", f"hydra.sweep.dir={tmp_path}")
+    rows = [r for path in sorted(tmp_path.glob("*/metrics.csv")) for r in read_csv(path)]
+    assert sorted((r["sampler"], int(r["nfe_budget"])) for r in rows) == [("sscs", 4), ("sscs", 6)]
 
 
 def test_resume_continues_from_checkpoint(trained, tmp_path):
@@ -140,6 +148,9 @@ def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=0", out], "sampler.nfe"),
         ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=2.5", out], "sampler.nfe"),
         ("sample.py", [f"ckpt={ckpt}", "n_samples=0", out], "n_samples"),
+        ("sample.py", [f"ckpt={ckpt}", "sampler.nfe=[4,6]", f"hydra.run.dir={tmp / 'nfe1'}"], "one budget"),
+        ("evaluate.py", [f"ckpt={ckpt}", "sampler.nfe=[4,0]", f"hydra.run.dir={tmp / 'nfe2'}"], "sampler.nfe must be"),
+        ("benchmark.py", ["sampler.nfe=many", f"hydra.run.dir={tmp / 'nfe3'}"], "sampler.nfe must be"),
         ("sample.py", [f"ckpt={tmp / 'missing.ckpt'}", out], "not found"),
         ("sample.py", [f"ckpt={tmp / 'corrupt.ckpt'}", out], "corrupt"),
         ("train.py", ["diffusion=hold", f"ckpt_path={ckpt}", out], "does not match"),
@@ -147,8 +158,8 @@ def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("train.py", ["objective.kt=qr", out], "objective.kt"),
         ("train.py", ["data=cifar10", f"data.root={tmp / 'no_data'}", out], "CIFAR-10 not found"),
         ("train.py", ["model=ncsnpp", out], "NCSNpp"),
-        ("benchmark.py", [f"gmm={tmp / 'bad_spec.yaml'}", "nfe=[5]", "n_samples=10", out], "weight"),
-        ("benchmark.py", [f"gmm={tmp / 'npsd.yaml'}", "nfe=[5]", "n_samples=10", out], "positive"),
+        ("benchmark.py", [f"gmm={tmp / 'bad_spec.yaml'}", "sampler.nfe=[5]", "n_samples=10", out], "weight"),
+        ("benchmark.py", [f"gmm={tmp / 'npsd.yaml'}", "sampler.nfe=[5]", "n_samples=10", out], "positive"),
         ("sample.py", [f"ckpt={ckpt}", f"hydra.run.dir={tmp / 'a_file' / 'x'}"], "not writable"),
     ]
 
@@ -183,7 +194,7 @@ def test_benchmark_cli_is_deterministic_and_works_on_an_unseen_spec(tmp_path):
             f"gmm={spec}",
             "diffusion=cld",
             "sampler=sscs",
-            "nfe=[10,20]",
+            "sampler.nfe=[10,20]",
             "n_samples=300",
             f"hydra.run.dir={tmp_path / name}",
         )

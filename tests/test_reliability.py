@@ -20,14 +20,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 from momentum_diffusion.cli.common import build_module
 from momentum_diffusion.data.sampling import ResumableDataLoader, ResumableRandomSampler
-from momentum_diffusion.lightning.checkpointing import AtomicCheckpointIO, load_checkpoint
+from momentum_diffusion.lightning.checkpointing import AtomicCheckpointIO, RunCheckpoint, load_checkpoint
 from momentum_diffusion.lightning.module import NonFiniteTrainingError
-from momentum_diffusion.lightning.preemption import CheckpointOnSigterm
+from momentum_diffusion.lightning.preemption import PREEMPTED_EXIT_CODE, CheckpointOnSigterm
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -89,9 +88,9 @@ def fit(
     if module_hook is not None:
         module_hook(module)
     cbs = [CheckpointOnSigterm(dirpath=str(out / "checkpoints")), _Record(), *callbacks]
-    if every_n:
+    if every_n is not None:  # the CLI's checkpoint callback (0: only the end-of-run checkpoint)
         cbs.append(
-            ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0, every_n_train_steps=every_n)
+            RunCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0, every_n_train_steps=every_n)
         )
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -204,11 +203,11 @@ def test_resumable_loader_order_depends_on_seed_and_epoch_only():
     it = iter(again)
     next(it)
     state = again.state_dict()
-    assert state == {"epoch": 0, "batches": 1}
+    assert {k: state[k] for k in ("epoch", "batches")} == {"epoch": 0, "batches": 1}
     resumed = ResumableDataLoader(data, batch_size=3, sampler=ResumableRandomSampler(10, seed=5), drop_last=True)
     resumed.load_state_dict(state)
     assert torch.equal(torch.cat(list(resumed)), epochs[0][3:])
-    assert resumed.state_dict() == {"epoch": 1, "batches": 0}
+    assert {k: resumed.state_dict()[k] for k in ("epoch", "batches")} == {"epoch": 1, "batches": 0}
     assert torch.equal(torch.cat(list(resumed)), epochs[1])
 
 
@@ -279,7 +278,7 @@ def test_nonfinite_step_is_skipped_without_touching_weights_ema_or_adam(where, t
 def test_k_consecutive_bad_steps_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
     config = tiny_config("gmm", "optim.max_bad_steps=3")
     modules = []
-    with pytest.raises(NonFiniteTrainingError, match="3 consecutive non-finite steps"):
+    with pytest.raises(NonFiniteTrainingError, match="3 consecutive bad steps"):
         fit(
             config,
             tmp_path,
@@ -367,24 +366,27 @@ def test_killed_cli_run_resumes_exactly(sig, cli_straight, tmp_path):
     wait_for(last, proc)  # a periodic checkpoint exists: the run is mid-training
     proc.send_signal(sig)
     code, log, err = finish(proc)
-    if sig == signal.SIGTERM:  # Lightning exits normally after SIGTERM; our callback saved and said so
-        assert code == 0 and "SIGTERM received: saved" in log, err[-2000:]
+    if sig == signal.SIGTERM:  # saved, said so, and exit code 75 (EX_TEMPFAIL) so that a scheduler requeues
+        assert code == PREEMPTED_EXIT_CODE == 75 and "SIGTERM received: saved" in log, err[-2000:]
     else:
         assert code == -signal.SIGKILL
     step = load_checkpoint(last)["global_step"]
     assert 3 <= step < CLI_STEPS
-    resumed = tmp_path / "resumed"
+    # Resume as the message advises, into the same run directory, with another checkpoint cadence (issue 18
+    # item 1: Lightning then versioned the file, last-v1.ckpt got the new state and last.ckpt rolled back).
+    # Cadence 5: the last periodic save is at step 20, so the final state comes from the end-of-run save.
     code, _, err = finish(
         cli(
             f"trainer.max_steps={CLI_STEPS}",
-            "callbacks.checkpoint.every_n_train_steps=6",
+            "callbacks.checkpoint.every_n_train_steps=5",
             f"ckpt_path={last}",
-            out=resumed,
+            out=killed,
         )
     )
     assert code == 0, err[-2000:]
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["last.ckpt"]
     trainer, module = cli_straight
-    ckpt = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    ckpt = load_checkpoint(last)
     assert ckpt["global_step"] == trainer.global_step == CLI_STEPS
     for k, v in module.state_dict().items():
         assert torch.equal(v, ckpt["state_dict"][k]), k
@@ -394,7 +396,7 @@ def test_killed_cli_run_resumes_exactly(sig, cli_straight, tmp_path):
 
 
 def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(tmp_path):
-    # lr 1e30: the first step blows the weights up, every later loss is non-finite
+    # lr 1e30: every update would blow the weights up (1e28); each is undone and counted as a bad step
     code, _, err = finish(
         cli(
             "trainer.max_steps=30",
@@ -406,7 +408,237 @@ def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(tm
     )
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code != 0 and "Traceback" not in err
-    assert lines[-1].startswith("error: 3 consecutive non-finite steps"), err[-2000:]
-    assert sum("non-finite loss" in line for line in lines) == 3  # one warning per skipped step
+    assert lines[-1].startswith("error: 3 consecutive bad steps"), err[-2000:]
+    assert "the weights are those after step 0" in lines[-1]
+    assert sum("exploding update" in line for line in lines if "warn" in line.lower()) == 3  # one per skipped step
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    assert all(torch.isfinite(v).all() and v.abs().max() < 100 for v in ckpt["state_dict"].values())
+
+
+# ---- issue 18: no silent rollback, no silent wrong data, no garbage checkpoints ---------------------------
+def test_train_longer_from_the_end_of_run_checkpoint_is_bit_exact(tmp_path, tmp_path_factory):
+    """Item 6: 10 steps end mid-epoch (7 batches per epoch; periodic saves at 4 and 8), then 'train longer'
+    to 16 gives the straight 16-step run. Lightning marked the epoch completed in the end-of-run checkpoint
+    (the continued run skipped the rest of the epoch's data), and after a periodic save it did not write
+    the end-of-run state at all (last.ckpt stayed at step 8)."""
+    ta, ma, _ = straight_run("gmm", 16, tmp_path_factory)
+    config = tiny_config("gmm")
+    fit(config, tmp_path / "b", 10, every_n=4)
+    ckpt = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(ckpt)["global_step"] == 10
+    tc, mc = fit(config, tmp_path / "c", 16, ckpt_path=ckpt)
+    assert_same_training_state((ta, ma), (tc, mc))
+
+
+class _LrBlowUp(pl.Callback):
+    """From global step `step` on, the learning rate is 1e10: finite loss and gradients, garbage weights."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step >= self.step:
+            trainer.optimizers[0].param_groups[0]["lr"] = 1e10
+
+
+def test_exploding_update_is_undone_and_stops_the_run_naming_the_last_good_step(tmp_path):
+    """Item 4: an update that blows the weights up (optim.lr=1e10 left loss 4.5e22 and exit 0; 1e30 left a
+    last.ckpt with weights ~1e28) is undone like a non-finite step: weights, EMA and Adam state unchanged."""
+    snaps, modules = _Snapshots(), []
+    with pytest.raises(NonFiniteTrainingError, match=r"3 consecutive bad steps.*exploding update.*after step 4,"):
+        fit(
+            tiny_config("gmm", "optim.max_bad_steps=3"),
+            tmp_path,
+            20,
+            every_n=1,
+            callbacks=[_LrBlowUp(4), snaps],
+            module_hook=modules.append,
+        )
+    for step in (4, 5):  # bad steps: nothing changed (weights, EMA, Adam moments)
+        assert same(snaps.before[step], snaps.after[step]), f"step {step} changed the state"
+    assert not same(snaps.before[3], snaps.after[3])
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    state = modules[0].state_dict()
+    for k, v in ckpt["state_dict"].items():
+        assert torch.isfinite(v).all() and v.abs().max() < 100, k
+        if k != "bad_steps_total":
+            assert torch.equal(v, state[k]), k
+    assert ckpt["rng"]["last_good_step"] == 4
+
+
+def test_failed_checkpoint_write_removes_its_temporary_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    """Item 7: disk full (or a read-only directory) during a save: one-line CheckpointError, no partial
+    temporary left behind (on a full disk it kept the disk full), the previous checkpoint intact."""
+    import errno
+
+    from momentum_diffusion.lightning.checkpointing import CheckpointError
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match=r"\(No space left on device\); the previous checkpoint is kept") as info:
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert "\n" not in str(info.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert torch.load(path, weights_only=False) == {"step": 1}
+
+
+class _Sigint(pl.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.step - 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the step
+
+
+def test_sigint_is_treated_like_sigterm(tmp_path, tmp_path_factory):
+    """Item 8: Ctrl-C saved nothing (exit 1). Now the step finishes, last.ckpt is saved and resuming from it
+    is exact; the original SIGINT handler is back afterwards (a second Ctrl-C aborts)."""
+    handler = signal.getsignal(signal.SIGINT)
+    ta, ma, _ = straight_run("gmm", 16, tmp_path_factory)
+    config = tiny_config("gmm")
+    tb, _ = fit(config, tmp_path / "b", 16, callbacks=[_Sigint(5)])
+    assert tb.global_step == 5 and signal.getsignal(signal.SIGINT) is handler
+    ckpt = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(ckpt)["global_step"] == 5
+    assert_same_training_state((ta, ma), fit(config, tmp_path / "c", 16, ckpt_path=ckpt))
+
+
+def test_identity_names_process_objective_and_network_and_old_checkpoints_still_load(tmp_path):
+    """Item 10 (unit part): the identity covers diffusion.*, objective.* (K_t) and model.*; a mismatch names
+    the keys; a checkpoint written before the full identity existed is judged by the config it stores."""
+    from momentum_diffusion.lightning.checkpointing import (
+        CheckpointMismatchError,
+        check_identity,
+        checkpoint_identity,
+    )
+
+    def module_for(*extra):
+        return build_module(dict(tiny_config("gmm", *extra), data_shape=[2]))
+
+    base = module_for()
+    assert base.identity["diffusion.beta"] == 4.0 and base.identity["objective.kt"] == "cholesky"
+    assert base.identity["model.hidden"] == 32 and "model.dropout" not in base.identity
+    for extra, key in (("diffusion.beta=8", "diffusion.beta"), ("model.depth=3", "model.depth")):
+        with pytest.raises(CheckpointMismatchError, match=rf"{key}: checkpoint .* vs config .*allow_identity_change"):
+            check_identity(base.identity, module_for(extra).identity)
+    assert check_identity(base.identity, module_for("diffusion.beta=8").identity, allow_change=True)
+    config = dict(tiny_config("gmm"), data_shape=[2])
+    del config["objective"]["kt"]  # written before objective.kt existed
+    old = {"hyper_parameters": {"config": config, "identity": {"process": "cld", "order": 2, "data_shape": [2]}}}
+    check_identity(checkpoint_identity(old), base.identity)
+    with pytest.raises(CheckpointMismatchError, match="objective.kt"):
+        check_identity(checkpoint_identity(old), module_for("objective.kt=gddim").identity)
+
+
+def test_resume_with_allow_identity_change_loads_the_weights(tmp_path):
+    """Item 10: the override resumes a checkpoint under changed process parameters (here beta 4 -> 8)."""
+    fit(tiny_config("gmm"), tmp_path / "a", 2, every_n=0)
+    config = dict(tiny_config("gmm", "diffusion.beta=8"), allow_identity_change=True)
+    trainer, _ = fit(config, tmp_path / "b", 3, ckpt_path=tmp_path / "a" / "checkpoints" / "last.ckpt")
+    assert trainer.global_step == 3
+
+
+# ---- the bad-input battery: one process runs every command line (tests/cli_battery.py) ----------------------
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(tmp_path):
+    """Items 2, 3, 5, 7 (stale temporaries), 9, 10 and the one-line section of issue 18, through the real
+    entry points (their __main__ path: check_output_dir, then Hydra), all in one subprocess."""
+    import json
+
+    from momentum_diffusion.cli.common import lock_run_dir, release_run_dir
+
+    gmm = CONFIGS["gmm"]
+    fit(tiny_config("gmm"), tmp_path / "run", 2, every_n=0)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    state["state_dict"][next(k for k in state["state_dict"] if k.startswith("ema."))].view(-1)[0] = float("nan")
+    torch.save(state, tmp_path / "nan.ckpt")
+    (tmp_path / "huge_mean.yaml").write_text("name: huge\ndim: 2\ncomponents:\n- weight: 1\n  mean: [1e300, 0]\n  std: 1\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "config.yaml").write_text("the other run's config\n")
+    stale = tmp_path / "stale"
+    (stale / "checkpoints").mkdir(parents=True)
+    (stale / "checkpoints" / ".last.ckpt.tmp999999999").write_bytes(b"partial")
+    spaced = tmp_path / "x y ü" / "out"
+    out = f"hydra.run.dir={tmp_path / 'out'}"
+    cases = [  # (script, args, what the one line must contain)
+        ("train.py", [*gmm, f"data.spec={tmp_path}/nosuchdir/ring8_2d.yaml", out], "nosuchdir/ring8_2d.yaml"),  # 2
+        ("benchmark.py", [f"gmm={tmp_path}/nosuchdir/ring8_2d.yaml", "sampler.nfe=5", out], "does not exist"),  # 2
+        ("train.py", [*gmm, f"hydra.run.dir={locked}"], f"in use by process {os.getpid()}"),  # 3
+        ("sample.py", [f"ckpt={tmp_path / 'nan.ckpt'}", out], "non-finite weights (ema."),  # 5
+        ("evaluate.py", [f"ckpt={tmp_path / 'nan.ckpt'}", out], "non-finite weights (ema."),  # 5
+        ("train.py", [*gmm, f"ckpt_path={tmp_path / 'nan.ckpt'}", out], "non-finite weights"),  # 5
+        ("train.py", [*gmm, "seed=abc", f"hydra.run.dir={stale}"], "seed"),  # 7: stale temporary removed
+        ("sample.py", [f"ckpt={ckpt}", "n_samples=0", f'hydra.run.dir="{spaced}"'], "n_samples"),  # 9
+        ("train.py", [*gmm, "model.hidden=64", f"ckpt_path={ckpt}", out], "model.hidden: checkpoint 32 vs config 64"),
+        ("train.py", [*gmm, "diffusion.beta=8", f"ckpt_path={ckpt}", out], "diffusion.beta: checkpoint 4.0 vs config 8"),
+        ("train.py", [*gmm, "model.hidden=64", "allow_identity_change=true", f"ckpt_path={ckpt}", out], "model.hidden"),
+        ("train.py", [*gmm, "seed=1.5", out], "seed"),
+        ("train.py", [*gmm, "seed=abc", out], "seed"),
+        ("train.py", [*gmm, "seed=-1", out], "seed"),
+        ("benchmark.py", ["seed=1.5", out], "seed"),
+        ("sample.py", [f"ckpt={ckpt}", "seed=1.5", out], "seed"),
+        ("train.py", [*gmm, "optim.lr=abc", out], "optim.lr"),
+        ("train.py", [*gmm, "optim.lr=1e41", out], "optim.lr"),
+        ("train.py", [*gmm, "optim.ema_decay=2", out], "optim.ema_decay"),
+        ("train.py", [*gmm, "optim.max_bad_steps=0", out], "optim.max_bad_steps"),
+        ("train.py", [*gmm, "threads=-1", out], "threads"),
+        ("benchmark.py", ["threads=-1", out], "threads"),
+        ("sample.py", [f"ckpt={ckpt}", "device=foo", out], "device"),
+        ("evaluate.py", [f"ckpt={ckpt}", "device=foo", out], "device"),
+        ("benchmark.py", ["batch_size=-1", out], "batch_size"),
+        ("benchmark.py", ["batch_size=0", out], "batch_size"),
+        ("sample.py", [out], "ckpt"),
+        ("benchmark.py", [f"gmm={tmp_path / 'huge_mean.yaml'}", "sampler.nfe=5", out], "mean"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(("sample.py", [f"ckpt={ckpt}", "device=cuda", out], "device=cuda"))
+    hydra_rejects = [("train.py", [*gmm, "nonexistent_key=1", f"hydra.run.dir={tmp_path / 'rejected'}"])]
+    (tmp_path / "cases.json").write_text(json.dumps([c[:2] for c in cases] + hydra_rejects))
+    before = _digest(ckpt)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    lock_run_dir(locked)  # another run holds this directory
+    try:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", WANDB_MODE="offline", PYTHONPATH=str(REPO))
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "tests" / "cli_battery.py"), str(tmp_path / "cases.json"), str(tmp_path / "r")],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        release_run_dir(locked)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "r").read_text())
+    failures = []
+    for (script, args, expected), r in zip(cases, results):
+        lines = r["stderr"].strip().splitlines()
+        ok = r["code"] != 0 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+        if not ok:
+            failures.append(f"{script} {' '.join(args)}: code {r['code']}\n{r['stderr'][-1500:]}")
+    assert not failures, "\n\n".join(failures)
+    assert results[-1]["code"] != 0 and "nonexistent_key" in results[-1]["stderr"]
+    assert _digest(ckpt) == before  # nothing lost
+    assert (locked / "config.yaml").read_text() == "the other run's config\n" and not (locked / ".hydra").exists()
+    assert not (stale / "checkpoints" / ".last.ckpt.tmp999999999").exists()
+    assert list(cwd.iterdir()) == []  # item 9: no stray './"/tmp/…' tree from a quoted directory
+    assert not (tmp_path / "x y ü").exists() and not (tmp_path / "rejected").exists()  # rejected: no directory
+    assert not (tmp_path / "out").exists()

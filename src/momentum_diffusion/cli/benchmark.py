@@ -21,7 +21,8 @@ from ..lightning.callbacks import write_rows
 from ..metrics.mode_quality import mode_quality, reference_mode_kl
 from ..metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
 from ..samplers import configure
-from .common import build_sampler, check_positive_int, one_line_errors
+from ..samplers.budget import nfe_budgets
+from .common import UserError, build_sampler, check_positive_int, check_seed, claim_run_dir, one_line_errors
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,13 @@ def plot_rows(rows: list[dict], out_dir: Path) -> None:
 
 @one_line_errors
 def benchmark(cfg: DictConfig):
+    claim_run_dir(HydraConfig.get().runtime.output_dir)  # one run per directory
     n = check_positive_int("n_samples", cfg.n_samples)
-    nfes = [check_positive_int("nfe", v) for v in cfg.nfe]
+    check_seed(cfg.seed)
+    check_positive_int("batch_size", cfg.batch_size)  # 0 meant "unbatched" without a word, -1 crashed in torch.cat
+    nfes = nfe_budgets(cfg.sampler.get("nfe"))  # sampler.nfe: one budget or a list (one row each)
+    if nfes == [None]:
+        raise UserError("benchmark.py needs a budget: sampler.nfe=N or 'sampler.nfe=[N1,N2]'")
     torch.set_num_threads(check_positive_int("threads", cfg.threads))
     gmm = load_gmm(cfg.gmm)
     process = instantiate(cfg.diffusion, _convert_="all")

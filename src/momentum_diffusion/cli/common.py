@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..lightning.checkpointing import CheckpointError, load_checkpoint
 from ..lightning.module import DiffusionModule
 from ..samplers import configure, valid_samplers
-from ..samplers.base import SamplerConfigError, check_nfe
+from ..samplers.base import SamplerConfigError
+from ..samplers.budget import single_budget
 
 
 class UserError(Exception):
@@ -85,9 +86,23 @@ def build_sampler(sampler_cfg, process):
             f"sampler '{fn.sampler_name}' does not support diffusion '{process.name}' ({fn.requirement}); "
             f"valid samplers for {process.name}: {', '.join(valid_samplers(process))}"
         )
-    if "nfe" in sampler.keywords:
-        check_nfe(sampler.keywords["nfe"])
+    if "nfe" in sampler.keywords:  # sampler.nfe: N or a list (the largest; loops over it use nfe_budgets)
+        sampler = configure(sampler, nfe=single_budget(sampler.keywords["nfe"]))
     return sampler
+
+
+def run_sampler_config(cli_cfg, stored) -> dict | None:
+    """The sampler config of a sample/evaluate run: ``sampler=NAME`` replaces the checkpoint's sampler;
+    keys given without a name (``sampler.nfe=N``, ``+sampler.snr=…``) change the checkpoint's own."""
+    cli = to_dict(cli_cfg) if cli_cfg is not None else {}
+    if "_target_" in cli:
+        return cli
+    changes = {k: v for k, v in cli.items() if v is not None}
+    if stored is None:
+        if changes:
+            raise UserError(f"the checkpoint stores no sampler to change ({', '.join(changes)}); use sampler=NAME")
+        return None
+    return {**stored, **changes}
 
 
 def build_module(config: dict, sampler=None) -> DiffusionModule:
@@ -118,6 +133,7 @@ def module_from_checkpoint(path, sampler_cfg=None, device: str = "cpu") -> tuple
     ckpt = load_checkpoint(path)
     config = ckpt["hyper_parameters"]["config"]
     module = build_module(config)
+    sampler_cfg = run_sampler_config(sampler_cfg, config.get("sampler"))
     if sampler_cfg is not None:
         module.sampler = build_sampler(sampler_cfg, module.process)
     try:

@@ -1,4 +1,4 @@
-"""Evaluation entry point (src/evaluate.py): checkpoint × sampler × NFE list → DIR/metrics.csv."""
+"""Evaluation entry point (src/evaluate.py): checkpoint × sampler × budgets of sampler.nfe → DIR/metrics.csv."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ from omegaconf import DictConfig
 from ..lightning.callbacks import write_rows
 from ..lightning.evaluation import evaluate_samples
 from ..samplers import configure
-from .common import UserError, check_positive_int, module_from_checkpoint, one_line_errors
+from ..samplers.budget import nfe_budgets
+from .common import (
+    UserError,
+    check_device,
+    check_positive_int,
+    check_seed,
+    claim_run_dir,
+    module_from_checkpoint,
+    one_line_errors,
+    run_sampler_config,
+)
 from .sample import draw_samples
 
 log = logging.getLogger(__name__)
@@ -21,12 +31,16 @@ log = logging.getLogger(__name__)
 
 @one_line_errors
 def evaluate(cfg: DictConfig):
+    claim_run_dir(HydraConfig.get().runtime.output_dir)  # one run per directory
     n = check_positive_int("n_samples", cfg.n_samples)
     batch = check_positive_int("batch_size", cfg.batch_size)
-    nfes = [check_positive_int("nfe", int(v) if str(v).lstrip("-").isdigit() else v) for v in cfg.nfe]
+    check_seed(cfg.seed)
+    check_device(cfg.device)
     if cfg.metric not in ("auto", "nll"):
         raise UserError(f"metric must be auto or nll, got {cfg.metric!r}")
     module, config = module_from_checkpoint(cfg.ckpt, cfg.get("sampler"), cfg.device)
+    sampler_cfg = run_sampler_config(cfg.get("sampler"), config.get("sampler")) or {}
+    nfes = nfe_budgets(sampler_cfg.get("nfe"))  # sampler.nfe: one budget or a list (one row each)
     sampler_name = module.sampler.func.sampler_name
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -42,13 +56,13 @@ def evaluate(cfg: DictConfig):
             x0 = datamodule.reference_data(n)
             metrics, used = nll_bits_per_dim(module.process, module.score_fn(), x0, seed=cfg.seed)
         else:
-            sampler = configure(module.sampler, nfe=nfe)
+            sampler = configure(module.sampler, nfe=nfe) if nfe is not None else module.sampler
             x, used = draw_samples(module, n, batch, cfg.seed, sampler, f"{sampler_name} NFE {nfe}")
             metrics = evaluate_samples(datamodule, x, seed=cfg.seed)
         rows.append(
             {
                 "sampler": sampler_name,
-                "nfe_budget": nfe,
+                "nfe_budget": nfe if nfe is not None else used,
                 "nfe_used": used,
                 **metrics,
                 "seconds": round(time.perf_counter() - start, 3),

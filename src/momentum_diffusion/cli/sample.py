@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..lightning.evaluation import save_preview
-from .common import check_positive_int, make_generator, module_from_checkpoint, one_line_errors
+from ..samplers.budget import nfe_budgets
+from .common import UserError, check_positive_int, make_generator, module_from_checkpoint, one_line_errors
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ def draw_samples(module, n: int, batch_size: int, seed: int, sampler=None, descr
 def sample(cfg: DictConfig):
     n = check_positive_int("n_samples", cfg.n_samples)
     batch = check_positive_int("batch_size", cfg.batch_size)
+    if len(nfe_budgets((cfg.get("sampler") or {}).get("nfe"))) > 1:
+        raise UserError("sample.py draws at one budget: sampler.nfe=N (several: -m sampler.nfe=20,50 or evaluate.py)")
     module, _ = module_from_checkpoint(cfg.ckpt, cfg.get("sampler"), cfg.device)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     x, nfe = draw_samples(module, n, batch, cfg.seed)

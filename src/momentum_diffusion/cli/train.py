@@ -12,15 +12,27 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..lightning.callbacks import RankNoiseStreams
-from ..lightning.checkpointing import AtomicCheckpointIO, load_checkpoint
-from ..lightning.module import NonFiniteTrainingError, check_identity
-from .common import UserError, build_module, build_sampler, one_line_errors, to_dict
+from ..lightning.checkpointing import AtomicCheckpointIO
+from ..lightning.module import NonFiniteTrainingError
+from ..lightning.preemption import PREEMPTED_EXIT_CODE, SIGTERMException
+from .common import (
+    UserError,
+    build_module,
+    build_sampler,
+    check_resume_checkpoint,
+    claim_run_dir,
+    one_line_errors,
+    to_dict,
+    validate_train_config,
+)
 
 log = logging.getLogger(__name__)
 
 
 @one_line_errors
 def train(cfg: DictConfig):
+    claim_run_dir(HydraConfig.get().runtime.output_dir)  # one run per directory; stale save temporaries removed
+    validate_train_config(cfg)  # seed, threads, optim.*: one line naming the key
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -36,7 +48,7 @@ def train(cfg: DictConfig):
     config = to_dict(cfg)
     module = build_module(config)
     if cfg.ckpt_path is not None:  # refuse a checkpoint of another process/model before Lightning loads it
-        check_identity(load_checkpoint(cfg.ckpt_path)["hyper_parameters"]["identity"], module.identity)
+        check_resume_checkpoint(cfg.ckpt_path, module)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks.append(RankNoiseStreams(cfg.seed))  # DDP: seed + rank per process; no-op on one device
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
@@ -53,4 +65,6 @@ def train(cfg: DictConfig):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except NonFiniteTrainingError as exc:  # one line for the user; the last good checkpoint stays as it was
         raise UserError(str(exc)) from None
+    except SIGTERMException:  # SIGTERM/SIGINT: last.ckpt saved; not 0, so that the job is requeued
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
     return trainer

@@ -112,6 +112,11 @@ class GaussianMixture:
             if not _is_number(w) or w <= 0:
                 raise GMMSpecError(f"{where}weight must be > 0 (got {w!r})")
             mean = _number_list(comp["mean"], "mean", dim, where)
+            if max(abs(m) for m in mean) > MAX_SCALE:
+                raise GMMSpecError(
+                    f"{where}mean entries must be at most {MAX_SCALE:g} in magnitude (got {max(mean, key=abs):g}); "
+                    "the samplers and metrics work in float32: rescale the data"
+                )
             given = [key for key in ("std", "diag", "cov") if key in comp]
             if len(given) != 1:
                 raise GMMSpecError(
@@ -145,6 +150,11 @@ class GaussianMixture:
                 cov = 0.5 * (cov + cov.T)
                 if float(torch.linalg.eigvalsh(cov).min()) <= 1e-12 * max(scale, 1e-300):
                     raise GMMSpecError(f"{where}cov is not positive definite")
+            if float(cov.diagonal().max()) > MAX_SCALE**2:
+                raise GMMSpecError(
+                    f"{where}standard deviations must be at most {MAX_SCALE:g} (float32 samplers and metrics): "
+                    "rescale the data"
+                )
             weights.append(float(w))
             means.append(mean)
             covs.append(cov)
@@ -210,11 +220,23 @@ class GaussianMixture:
         return out.to(x.dtype) if x.is_floating_point() else out
 
 
+MAX_SCALE = 1e6  # |mean| and std bound: float32 samples and their squares (metrics) must stay finite
+
+
 def resolve_spec(spec: str | Path) -> Path:
-    """A spec path, or a bare name (``ring8_2d`` / ``ring8_2d.yaml``) looked up in ``BENCHMARK_DIR``."""
+    """A spec path, or a bare name (``ring8_2d`` / ``ring8_2d.yaml``) looked up in ``BENCHMARK_DIR``.
+
+    Only a bare name looks in the bundled specs: a path with a directory part that does not exist is an
+    error (``/home/me/specs/ring8_2d.yaml`` must never silently load the bundled ``ring8_2d``)."""
     path = Path(spec).expanduser()
     if path.is_file():
         return path
+    if path.exists():
+        raise FileNotFoundError(f"GMM spec {str(spec)!r} is not a file")
+    if len(Path(str(spec)).parts) > 1 or str(spec).startswith("~"):
+        raise FileNotFoundError(
+            f"GMM spec file {str(spec)!r} does not exist (only a bare name such as 'ring8_2d' picks a bundled spec)"
+        )
     name = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
     candidate = BENCHMARK_DIR / name
     if candidate.is_file():

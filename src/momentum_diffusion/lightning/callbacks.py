@@ -10,24 +10,37 @@ import lightning.pytorch as pl
 import torch
 
 from ..samplers import configure
+from ..samplers.budget import nfe_budgets
 from .evaluation import evaluate_samples, save_preview
 
 log = logging.getLogger(__name__)
 
 
 class SampleEvaluation(pl.Callback):
+    """Sample with the module's sampler at each budget of ``sampler.nfe`` (the one NFE knob: an int or a
+    list, samplers/budget.py), log ``eval/<metric>_nfe<N>`` to every logger, write ``eval_metrics.csv``,
+    the per-budget previews and ``metric_vs_nfe.png``; a W&B logger also gets the grids and the plot."""
+
     def __init__(
         self,
-        nfe: list[int] = (20, 50, 100),
         every_n_steps: int = 1000,
         n_samples: int = 1000,
         seed: int = 0,
         out_dir: str | None = None,
     ):
-        self.nfe, self.every_n_steps, self.n_samples, self.seed = list(nfe), every_n_steps, n_samples, seed
+        self.every_n_steps, self.n_samples, self.seed = every_n_steps, n_samples, seed
         self.out_dir = out_dir
         self.last_step = -1
         self.history: list[dict] = []
+
+    @staticmethod
+    def budgets(pl_module) -> list:
+        """``sampler.nfe`` of the training config (the list form included), else the sampler's own."""
+        config = (getattr(pl_module, "hparams", {}) or {}).get("config") or {}
+        sampler_cfg = config.get("sampler") or {}
+        if "nfe" in sampler_cfg:
+            return nfe_budgets(sampler_cfg["nfe"])
+        return nfe_budgets(getattr(pl_module.sampler, "keywords", {}).get("nfe"))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
@@ -43,27 +56,76 @@ class SampleEvaluation(pl.Callback):
             return []
         self.last_step = step = trainer.global_step
         out_dir = Path(self.out_dir or trainer.default_root_dir)
-        rows = []
-        for nfe in self.nfe:
-            sampler = configure(pl_module.sampler, nfe=nfe)
+        rows, images = [], {}
+        for nfe in self.budgets(pl_module):
+            sampler = configure(pl_module.sampler, nfe=nfe) if nfe is not None else pl_module.sampler
             gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
             x, used = pl_module.sample(self.n_samples, sampler, generator=gen)
+            nfe = used if nfe is None else nfe
             metrics = evaluate_samples(trainer.datamodule, x, seed=self.seed)
             row = {"step": step, "nfe_budget": nfe, "nfe_used": used, **metrics}
             rows.append(row)
             for logger in trainer.loggers:  # logger API directly: self.log is not allowed in on_train_end
                 logger.log_metrics({f"eval/{k}_nfe{nfe}": v for k, v in metrics.items()}, step=step)
-            own = getattr(trainer.datamodule, "save_preview", None)  # e.g. graphs draw themselves
-            ref = trainer.datamodule.reference_data(x.shape[0]) if x.dim() == 2 and own is None else None
-            preview = own or (lambda samples, path: save_preview(samples, path, ref))
-            preview(x, out_dir / "samples" / f"step{step:07d}_nfe{nfe}.png")
+            ref = trainer.datamodule.reference_data(x.shape[0]) if x.dim() == 2 else None
+            images[f"samples/nfe{nfe}"] = save_preview(x, out_dir / "samples" / f"step{step:07d}_nfe{nfe}.png", ref)
             log.info(
                 "step %d NFE %d (used %d): %s", step, nfe, used, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             )
-        preview(x, out_dir / "grid.png")
+        save_preview(x, out_dir / "grid.png", ref)
         self.history.extend(rows)
         write_rows(out_dir / "eval_metrics.csv", self.history)
+        plot = plot_metric_vs_nfe(rows, out_dir / "metric_vs_nfe.png", title=f"step {step}")
+        if plot is not None:
+            images["eval/metric_vs_nfe"] = plot
+        log_images(trainer.loggers, images, step)
         return rows
+
+
+METRIC_KEYS = ("fid", "fd_digits", "sw2", "mode_kl", "mode_tv", "mmd_degree", "mmd_cluster", "mmd_orbit", "nll_bpd")
+
+
+def plot_metric_vs_nfe(rows: list[dict], path: Path, title: str = "") -> Path | None:
+    """One panel per metric (those of METRIC_KEYS the rows hold, else every numeric column): metric vs NFE."""
+    metrics = [k for k in METRIC_KEYS if any(k in r for r in rows)] or [
+        k
+        for k in dict.fromkeys(k for r in rows for k in r)
+        if k not in ("step", "nfe_budget", "nfe_used", "seconds") and all(_is_number(r.get(k)) for r in rows)
+    ]
+    if not rows or not metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], metrics):
+        pts = sorted((int(r["nfe_budget"]), float(r[key])) for r in rows if _is_number(r.get(key)))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
+        ax.set(xscale="log", xlabel="NFE", ylabel=key, title=title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def log_images(loggers, images: dict, step: int) -> None:
+    """Image files to the loggers that take images (W&B); the CSV logger keeps the files on disk only."""
+    for logger in loggers:
+        if hasattr(logger, "log_image"):
+            keys = [k for k, v in images.items() if v is not None and Path(v).is_file()]
+            for key in keys:
+                logger.log_image(key=key, images=[str(images[key])], step=step)
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

@@ -12,11 +12,19 @@ checkpoint (only SLURM auto-requeue, on its own signal, saves one). This callbac
 The file goes where ``ModelCheckpoint`` puts ``last.ckpt`` (the trainer's checkpoint I/O, atomic with
 ``AtomicCheckpointIO``). A ``NonFiniteTrainingError`` or any other crash is *not* saved: the last periodic
 checkpoint is the last good state.
+
+SIGINT (Ctrl-C, ``scancel --signal=INT``) is treated like SIGTERM: the first one raises the same flag, so
+the step finishes, ``last.ckpt`` is saved and the run stops; a second Ctrl-C aborts at once (Lightning's
+KeyboardInterrupt path, nothing saved). ``train.py`` then exits with ``PREEMPTED_EXIT_CODE`` (75,
+``EX_TEMPFAIL``: "temporary failure, retry"), never 0, so that a scheduler or wrapper requeues the job
+(docs/reliability.md, "Preemption and requeue").
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,11 +34,35 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
+PREEMPTED_EXIT_CODE = 75  # sysexits.h EX_TEMPFAIL: stopped by a signal after saving last.ckpt; requeue and resume
+
 
 class CheckpointOnSigterm(pl.Callback):
-    def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt"):
-        self.dirpath, self.filename = dirpath, filename
+    def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt", sigint: bool = True):
+        self.dirpath, self.filename, self.sigint = dirpath, filename, sigint
         self._saved_step: int | None = None
+        self._signal_name = "SIGTERM"
+        self._previous_sigint = None
+
+    # ---- SIGINT = SIGTERM ----------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module):  # after Lightning registered its handlers (it restores them)
+        if not self.sigint or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):
+            signal.signal(signal.SIGINT, previous)  # a second Ctrl-C aborts without saving
+            self._signal_name = "SIGINT"
+            log.warning("SIGINT received: saving last.ckpt after this step (Ctrl-C again to abort without saving)")
+            trainer._signal_connector.received_sigterm = True
+
+        self._previous_sigint = previous
+        signal.signal(signal.SIGINT, on_sigint)
+
+    def teardown(self, trainer, pl_module, stage):
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
     def path(self, trainer: pl.Trainer) -> Path:
         if self.dirpath is not None:
@@ -46,7 +78,14 @@ class CheckpointOnSigterm(pl.Callback):
         with _as_at_train_batch_end(trainer):
             trainer.save_checkpoint(path)
         self._saved_step = trainer.global_step
-        log.warning("SIGTERM received: saved %s at step %d; resume with ckpt_path=%s", path, trainer.global_step, path)
+        log.warning(
+            "%s received: saved %s at step %d; resume with ckpt_path=%s (exit code %d: requeue)",
+            self._signal_name,
+            path,
+            trainer.global_step,
+            path,
+            PREEMPTED_EXIT_CODE,
+        )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.received_sigterm:
@@ -57,8 +96,11 @@ class CheckpointOnSigterm(pl.Callback):
             self._save(trainer)
 
     def on_exception(self, trainer, pl_module, exception):
-        if isinstance(exception, SIGTERMException) or trainer.received_sigterm and isinstance(exception, SystemExit):
-            self._save(trainer)
+        try:
+            if isinstance(exception, SIGTERMException) or trainer.received_sigterm and isinstance(exception, SystemExit):
+                self._save(trainer)
+        finally:
+            self.teardown(trainer, pl_module, "fit")
 
 
 @contextmanager

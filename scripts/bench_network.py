@@ -1,0 +1,535 @@
+"""Network speed benchmark (issue 12): parameters, FLOPs, training and inference img/s, memory, compile time
+and the samplers' own overhead, for the network of a training config. Prints markdown tables.
+
+    python scripts/bench_network.py --preset cifar10                 # CLD CIFAR-10 NCSN++ (experiment=cifar10_cld)
+    python scripts/bench_network.py --preset cpu --baseline HEAD~3   # small NCSN++ on a CPU, vs an older revision
+    python scripts/bench_network.py --preset tiny                    # seconds; what the test runs
+    python scripts/bench_network.py experiment=cifar10_hold model.compile=true --batch 128   # any Hydra overrides
+
+What is measured (median of ``--steps`` timed steps after ``--warmup`` steps, device synchronised per step):
+
+- params; GFLOP per image, forward and forward+backward (``torch.utils.flop_counter`` on the meta device,
+  so the full-size network costs nothing to count on a CPU);
+- **train loop** img/s: forward, MSE against a random target, backward, grad-norm clip 1.0, Adam (fused on
+  CUDA, foreach on CPU) — per mode: ``fp32`` (TF32 convs on CUDA), ``bf16`` (autocast),
+  ``bf16+cl`` (autocast + channels_last), ``compiled`` (bf16+cl + regional ``torch.compile`` of the blocks;
+  its first step is reported as the compile time); peak GiB on CUDA;
+- **full step** img/s: the project's own training step (``DiffusionModule`` in a Lightning ``Trainer``:
+  objective, NaN guards, clipping, Adam, EMA; bf16-mixed on CUDA), read from the ``ImagesPerSecond`` callback;
+- **inference** img/s per NFE (one forward of a batch of ``--infer-batch``) per mode;
+- **sampler overhead** at NFE 50: each sampler that supports the process runs with the network replaced by
+  a free stub; its time over (NFE used × one network forward in the fastest measured mode) is the share;
+- ``--baseline REV``: the networks package of git revision REV is loaded next to the current one (same
+  state_dict), its outputs are compared and its speed is measured interleaved with the current one in the
+  same run: the ratios are what the change bought, on this machine.
+
+Compiled mode is measured by default on CUDA only (``--modes`` forces it on a CPU: inductor needs a C++
+toolchain and minutes there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+PRESETS = {
+    # The papers' CLD CIFAR-10 NCSN++ (107 M parameters), batch 128 as trained; inference batch 500 (issue 12).
+    "cifar10": dict(overrides=["experiment=cifar10_cld"], batch=128, infer_batch=500, steps=15, warmup=4),
+    # A small NCSN++ at 32×32 that a 2-core CPU measures in about a minute.
+    "cpu": dict(
+        overrides=["experiment=cifar10_cld", "model.base_channels=32", "model.channel_mult=[1,2,2]",
+                   "model.num_res_blocks=2", "model.attention_resolutions=[16]", "model.dropout=0.0"],
+        batch=8, infer_batch=16, steps=5, warmup=2,
+    ),  # fmt: skip
+    # Seconds on a CPU: the test's configuration (8×8 digits, CLD, one block per level).
+    "tiny": dict(
+        overrides=["data=digits", "diffusion=cld", "model=ncsnpp", "model.base_channels=16",
+                   "model.channel_mult=[1,2]", "model.num_res_blocks=1", "model.attention_resolutions=[4]",
+                   "model.dropout=0.0"],
+        batch=4, infer_batch=4, steps=2, warmup=1,
+    ),  # fmt: skip
+}
+MODES = ("fp32", "bf16", "bf16+cl", "compiled")
+SAMPLERS = ("em", "pc", "ode", "sscs", "lie_trotter", "ams", "expint")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configuration.
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+def data_shape_of(cfg, given: str | None = None) -> tuple[int, ...]:
+    """The data shape: ``--data-shape``, else the data module's (built, not loaded: no data is needed)."""
+    if given:
+        return tuple(int(v) for v in given.split(","))
+    from hydra.utils import instantiate
+
+    shape = getattr(instantiate(cfg.data), "data_shape", None)
+    if shape is None:
+        raise SystemExit(f"cannot tell the data shape of {cfg.data._target_}; pass --data-shape C,H,W")
+    return tuple(shape)
+
+
+def train_config(cfg, data_shape) -> dict:
+    """The resolved parts of a training config that `build_module` reads."""
+    from omegaconf import OmegaConf
+
+    out = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("diffusion", "objective", "model", "sampler", "optim")}
+    out["data"] = {"_target_": cfg.data._target_}
+    out["data_shape"] = list(data_shape)
+    return out
+
+
+def network_factory(config: dict, module=None):
+    """(class, kwargs) of the config's network; ``module`` replaces the networks package (baseline)."""
+    from hydra.utils import get_class
+
+    model = dict(config["model"])
+    target = model.pop("_target_")
+    model.pop("_partial_", None)
+    cls = get_class(target) if module is None else getattr(module, target.rsplit(".", 1)[1])
+    return cls, model
+
+
+def build_net(config: dict, order: int, out_blocks: int, module=None, **extra) -> nn.Module:
+    cls, kwargs = network_factory(config, module)
+    if module is not None:
+        kwargs.pop("compile", None)
+    kwargs.update(extra)
+    shape = config["data_shape"]
+    if len(shape) == 1:
+        return cls(in_dim=order * shape[0], out_dim=out_blocks * shape[0], **kwargs)
+    return cls(in_channels=order * shape[0], out_channels=out_blocks * shape[0], image_size=shape[1], **kwargs)
+
+
+def load_baseline(rev: str):
+    """The ``networks`` package of git revision ``rev``, importable next to the current one."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_network_"))
+    name = "baseline_networks_" + re.sub(r"\W", "_", rev)
+    pkg = tmp / name
+    pkg.mkdir()
+    listing = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", rev, "src/momentum_diffusion/networks/"],
+                             check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+    for path in listing:
+        if path.endswith(".py"):
+            src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True, capture_output=True,
+                                 text=True).stdout  # fmt: skip
+            (pkg / Path(path).name).write_text(src.replace("momentum_diffusion.networks", name))
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module(name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Timing.
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fns: dict, steps: int, warmup: int, device: torch.device, rounds: int = 1) -> dict[str, list[float]]:
+    """Per-call seconds of each callable; with several, they run interleaved (A B A B …) in ``rounds``."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    per_round = max(1, math.ceil(steps / rounds))
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            for _ in range(per_round):
+                sync(device)
+                t0 = time.perf_counter()
+                fn()
+                sync(device)
+                times[key].append(time.perf_counter() - t0)
+    return times
+
+
+def peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measurements.
+
+
+def count_flops(config: dict, order: int, out_blocks: int, module=None) -> tuple[int, float, float]:
+    """(params, GFLOP/img forward, GFLOP/img forward+backward), counted on the meta device."""
+    with torch.device("meta"):
+        net = build_net(config, order, out_blocks, module)
+        x = torch.randn(1, order * config["data_shape"][0], *config["data_shape"][1:])
+        t = torch.rand(1)
+    params = sum(p.numel() for p in net.parameters())
+    with FlopCounterMode(display=False) as counter:
+        loss = net(x, t).square().mean()
+        fwd = counter.get_total_flops()
+        loss.backward()
+    return params, fwd / 1e9, counter.get_total_flops() / 1e9
+
+
+def mode_net(base: nn.Module, mode: str, device: torch.device, compile_kwargs: dict) -> nn.Module:
+    net = copy.deepcopy(base).to(device)
+    if mode in ("bf16+cl", "compiled"):
+        net = net.to(memory_format=torch.channels_last)
+    if mode == "compiled":
+        net.compile_blocks(**compile_kwargs)
+    return net
+
+
+def autocast(mode: str, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode != "fp32")
+
+
+def make_inputs(net_in: int, shape, batch: int, device: torch.device, mode: str, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, net_in, *shape[1:], generator=gen).to(device)
+    if mode in ("bf16+cl", "compiled"):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.rand(batch, generator=gen).to(device) * 0.98 + 0.01
+
+
+def train_loop_step(net: nn.Module, mode: str, device: torch.device, x, t, target):
+    params = list(net.parameters())
+    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    opt = torch.optim.Adam(params, lr=1e-4, **fused)
+
+    def step():
+        with autocast(mode, device):
+            loss = F.mse_loss(net(x, t).float(), target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def infer_step(net: nn.Module, mode: str, device: torch.device, x, t):
+    def step():
+        with torch.inference_mode(), autocast(mode, device):
+            net(x, t)
+
+    return step
+
+
+def bench_network(args, config, order, out_blocks, device, baseline) -> dict:
+    shape = config["data_shape"]
+    torch.manual_seed(0)
+    base = build_net(config, order, out_blocks).train()
+    state = base.state_dict()
+    net_in, net_out = order * shape[0], out_blocks * shape[0]
+    gen = torch.Generator().manual_seed(1)
+    target = torch.randn(args.batch, net_out, *shape[1:], generator=gen).to(device)
+    compile_kwargs = {"mode": args.compile_mode} if args.compile_mode else {}
+    rows, equiv = {}, None
+    if baseline is not None:  # same weights; outputs compared in float32 (eval, no dropout)
+        old = build_net(config, order, out_blocks, baseline)
+        old.load_state_dict(state)
+        x, t = make_inputs(net_in, shape, 2, torch.device("cpu"), "fp32", seed=2)
+        with torch.no_grad():
+            a, b = copy.deepcopy(base).eval(), old.eval()
+            for p in a.conv_out.parameters():  # a zero-initialised output would compare trivially
+                p.normal_(generator=gen)
+            b.load_state_dict(a.state_dict())
+            ref = b(x, t)
+            equiv = float((a(x, t) - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    for mode in args.modes:
+        row = {}
+        nets = {"new": mode_net(base, mode, device, compile_kwargs)}
+        if baseline is not None and mode != "compiled":
+            old = build_net(config, order, out_blocks, baseline)
+            old.load_state_dict(state)
+            nets["old"] = mode_net(old, mode, device, {})
+        x, t = make_inputs(net_in, shape, args.batch, device, mode)
+        steps = {k: train_loop_step(n.train(), mode, device, x, t, target) for k, n in nets.items()}
+        if mode == "compiled":  # the first step compiles: time it alone
+            sync(device)
+            t0 = time.perf_counter()
+            steps["new"]()
+            sync(device)
+            row["compile_s"] = time.perf_counter() - t0
+        peak_reset(device)
+        times = timed(steps, args.steps, args.warmup, device, rounds=args.rounds if len(steps) > 1 else 1)
+        row["train_img_s"] = args.batch / statistics.median(times["new"])
+        row["peak_gib"] = peak_gib(device)
+        if "old" in times:
+            row["train_img_s_old"] = args.batch / statistics.median(times["old"])
+        xi, ti = make_inputs(net_in, shape, args.infer_batch, device, mode)
+        fns = {k: infer_step(n.eval(), mode, device, xi, ti) for k, n in nets.items()}
+        if mode == "compiled":
+            sync(device)
+            t0 = time.perf_counter()
+            fns["new"]()
+            sync(device)
+            row["infer_compile_s"] = time.perf_counter() - t0
+        times = timed(fns, args.steps, args.warmup, device, rounds=args.rounds if len(fns) > 1 else 1)
+        row["infer_img_s"] = args.infer_batch / statistics.median(times["new"])
+        row["forward_s"] = statistics.median(times["new"])
+        if "old" in times:
+            row["infer_img_s_old"] = args.infer_batch / statistics.median(times["old"])
+        rows[mode] = row
+        del nets, steps, fns
+    return {"modes": rows, "baseline_max_rel_diff": equiv}
+
+
+def bench_full_step(args, cfg, config, device) -> dict:
+    """The project's own training step, through Lightning, read from the ImagesPerSecond callback."""
+    import lightning.pytorch as pl
+
+    from momentum_diffusion.cli.common import build_module
+    from momentum_diffusion.lightning.throughput import ImagesPerSecond
+
+    torch.manual_seed(0)
+    module = build_module(config)
+    window = max(args.steps, 2)
+    windows = 2 if args.warmup else 1  # the first window (after the first step) warms up; the last is measured
+    n = args.batch * (1 + windows * window)
+    data = torch.rand(n, *config["data_shape"]) * 2 - 1
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=args.batch, drop_last=True)
+    meter = ImagesPerSecond(every_n_steps=window)
+    precision = "bf16-mixed" if device.type == "cuda" else "32-true"
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
+        max_steps=1 + windows * window, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        callbacks=[meter],
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, loader)
+    return {
+        "precision": precision,
+        "img_s": meter.history[-1]["img_per_s"],
+        "first_step_s": meter.first_step_s,
+        "channels_last": bool(config["optim"].get("channels_last")),
+        "compile": bool(config["model"].get("compile")) or bool(config["optim"].get("compile")),
+    }
+
+
+class _FreeNet(nn.Module):
+    """Stands in for the network: returns a preallocated zero output (costs nothing)."""
+
+    def __init__(self, out: torch.Tensor):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x, t):
+        return self.out[: x.shape[0]]
+
+
+def bench_samplers(args, cfg, config, process, objective, device, forward_s: float, names) -> dict:
+    from momentum_diffusion.cli.common import build_sampler
+
+    shape = config["data_shape"]
+    out_blocks = _out_blocks(process, objective)
+    free = _FreeNet(torch.zeros(args.infer_batch, out_blocks * shape[0], *shape[1:], device=device))
+    score = objective.score_model(free, process)
+    results = {}
+    for name in names:
+        try:
+            sc = compose([*args.overrides_used, f"sampler={name}", f"sampler.nfe={args.sampler_nfe}"]).sampler
+            if name == "ode":
+                sc.method = "heun"  # fixed steps: the same NFE budget as the others
+            sampler = build_sampler(sc, process)
+        except Exception as exc:  # unknown, or unsupported by this process: say so
+            results[name] = {"skipped": str(exc).splitlines()[0][:80]}
+            continue
+        gen = torch.Generator(device=device).manual_seed(0)
+
+        def run():
+            z = process.sample_prior((args.infer_batch, *shape), generator=gen, device=device)
+            return sampler(process, score, z, generator=gen)[1]
+
+        with torch.no_grad():  # not inference_mode: the processes cache constants by tensor version
+            nfe = run()
+            times = timed({"s": run}, max(args.steps // 2, 1), 0, device)["s"]
+        overhead = statistics.median(times)
+        results[name] = {"nfe": nfe, "overhead_s": overhead, "share": overhead / (nfe * forward_s)}
+    return results
+
+
+def _out_blocks(process, objective) -> int:
+    from momentum_diffusion.processes.noise_factor import noise_blocks
+
+    return noise_blocks(process, getattr(objective, "kt", "cholesky"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Report.
+
+
+def fmt(v, digits=1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def render(res: dict) -> str:
+    lines = [f"**{res['device']}** · torch {res['torch']} · `{' '.join(res['overrides'])}` · "
+             f"batch {res['batch']} (train), {res['infer_batch']} (inference) · median of {res['steps']} steps", ""]  # fmt: skip
+    lines += ["| params | GFLOP/img fwd | GFLOP/img fwd+bwd |", "|---|---|---|",
+              f"| {res['params'] / 1e6:.2f} M | {res['gflop_fwd']:.3f} | {res['gflop_fwd_bwd']:.3f} |", ""]  # fmt: skip
+    base = "old" in json.dumps(res["network"])
+    head = "| mode | train img/s (loop) | inference img/s per NFE | peak GiB | first step (compile) s |"
+    if base:
+        head = "| mode | train img/s (loop) | vs baseline | inference img/s per NFE | vs baseline | peak GiB | first step (compile) s |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for mode, r in res["network"]["modes"].items():
+        cells = [mode, fmt(r["train_img_s"])]
+        if base:
+            cells.append(f"{r['train_img_s'] / r['train_img_s_old']:.2f}×" if "train_img_s_old" in r else "–")
+        cells.append(fmt(r["infer_img_s"]))
+        if base:
+            cells.append(f"{r['infer_img_s'] / r['infer_img_s_old']:.2f}×" if "infer_img_s_old" in r else "–")
+        cells += [fmt(r["peak_gib"], 2), fmt(r.get("compile_s"), 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if res["network"].get("baseline_max_rel_diff") is not None:
+        lines += ["", f"Baseline `{res['baseline']}`: same state_dict; max |new − old| / max |old| = "
+                      f"{res['network']['baseline_max_rel_diff']:.1e} (float32)."]  # fmt: skip
+    if res.get("full_step"):
+        f = res["full_step"]
+        lines += ["", f"Full training step (DiffusionModule in Lightning, {f['precision']}, channels_last "
+                      f"{f['channels_last']}, compile {f['compile']}): **{f['img_s']:,.1f} img/s**; first step "
+                      f"{f['first_step_s']:.2f} s."]  # fmt: skip
+    if res.get("samplers"):
+        lines += ["", f"Sampler overhead at NFE {res['sampler_nfe']} (network replaced by a free stub; share of NFE × one forward in "
+                      f"mode {res['sampler_mode']}, {res['forward_s'] * 1e3:.2f} ms):", "",
+                  "| sampler | NFE used | overhead ms | share of network time |", "|---|---|---|---|"]  # fmt: skip
+        for name, r in res["samplers"].items():
+            if "skipped" in r:
+                lines.append(f"| {name} | – | – | skipped: {r['skipped']} |")
+            else:
+                lines.append(f"| {name} | {r['nfe']} | {r['overhead_s'] * 1e3:.2f} | {100 * r['share']:.1f} % |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml (after the preset's)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="cifar10 on CUDA, else cpu (tiny: the test's)")  # fmt: skip
+    p.add_argument("--batch", type=int)
+    p.add_argument("--infer-batch", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--rounds", type=int, default=3, help="interleaving rounds against --baseline")
+    p.add_argument("--modes", default=None, help=f"comma list of {','.join(MODES)}")
+    p.add_argument("--samplers", default="all", help="comma list, 'all' or 'none'")
+    p.add_argument("--sampler-nfe", type=int, default=50, help="NFE budget of the sampler-overhead runs")
+    p.add_argument("--no-full-step", action="store_true", help="skip the DiffusionModule/Lightning step")
+    p.add_argument("--baseline", default=None, help="git revision whose networks package to compare with")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode for 'compiled' (e.g. max-autotune)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default=None)
+    p.add_argument("--data-shape", default=None, help="C,H,W when the data module cannot tell")
+    p.add_argument("--json", default=None, help="also write the results here")
+    return p.parse_args(argv)
+
+
+def run(argv=None) -> dict:
+    args = parse(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    preset = PRESETS[args.preset or ("cifar10" if device.type == "cuda" else "cpu")]
+    for key in ("batch", "infer_batch", "steps", "warmup"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    if args.modes is None:
+        args.modes = list(MODES) if device.type == "cuda" else [m for m in MODES if m != "compiled"]
+    else:
+        args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        bad = set(args.modes) - set(MODES)
+        if bad:
+            raise SystemExit(f"unknown modes {sorted(bad)}; choose from {MODES}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True  # "fp32" = TF32 tensor cores, as in issue 12's table
+        torch.backends.cudnn.allow_tf32 = True
+    args.overrides_used = [*preset["overrides"], *args.overrides]
+
+    from hydra.utils import instantiate
+
+    cfg = compose(args.overrides_used)
+    config = train_config(cfg, data_shape_of(cfg, args.data_shape))
+    process = instantiate(config["diffusion"], _convert_="all")
+    objective = instantiate(config["objective"])
+    order, out_blocks = process.order, _out_blocks(process, objective)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+
+    params, gf, gfb = count_flops(config, order, out_blocks)
+    res = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "overrides": args.overrides_used, "batch": args.batch,
+        "infer_batch": args.infer_batch, "steps": args.steps, "params": params, "gflop_fwd": gf, "gflop_fwd_bwd": gfb,
+        "baseline": args.baseline,
+    }  # fmt: skip
+    if baseline is not None:
+        res["baseline_params"], res["baseline_gflop_fwd"], res["baseline_gflop_fwd_bwd"] = count_flops(
+            config, order, out_blocks, baseline
+        )
+    res["network"] = bench_network(args, config, order, out_blocks, device, baseline)
+    if not args.no_full_step:
+        res["full_step"] = bench_full_step(args, cfg, config, device)
+    names = SAMPLERS if args.samplers == "all" else [] if args.samplers == "none" else args.samplers.split(",")
+    if names:
+        fastest = min(res["network"]["modes"], key=lambda m: res["network"]["modes"][m]["forward_s"])
+        res["sampler_nfe"] = args.sampler_nfe
+        res["sampler_mode"], res["forward_s"] = fastest, res["network"]["modes"][fastest]["forward_s"]
+        res["samplers"] = bench_samplers(args, cfg, config, process, objective, device, res["forward_s"], names)
+    res["markdown"] = render(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    return res
+
+
+def main(argv=None) -> None:
+    res = run(argv)
+    print(res["markdown"])
+    if res.get("baseline"):
+        print(f"\nBaseline params {res['baseline_params'] / 1e6:.2f} M, GFLOP/img fwd {res['baseline_gflop_fwd']:.3f}, "
+              f"fwd+bwd {res['baseline_gflop_fwd_bwd']:.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

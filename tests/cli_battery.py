@@ -1,0 +1,69 @@
+"""Run many command lines of the entry points (src/train.py, sample.py, evaluate.py, benchmark.py) in ONE
+Python process: each case goes through the script's own ``__main__`` path (``check_output_dir`` then the
+Hydra main), with its stderr captured and its exit code recorded. One interpreter start-up and one import
+of torch/Lightning/Hydra for the whole battery instead of one per case.
+
+    python tests/cli_battery.py CASES.json RESULTS.json
+
+CASES.json: a list of [script, [args…]]; RESULTS.json: a list of {"code": int, "stderr": str}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"entry_{name[:-3]}", REPO / "src" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    task = module.main
+    while hasattr(task, "__wrapped__"):
+        task = task.__wrapped__
+    task.__module__ = "__main__"  # Hydra then finds config_path relative to the script, as when run directly
+    return module
+
+
+def run_case(script, args: list[str]) -> dict:
+    from hydra.core.global_hydra import GlobalHydra
+
+    from momentum_diffusion.cli.common import check_output_dir
+
+    err, code = io.StringIO(), 0
+    sys.argv = [script.__file__, *args]
+    GlobalHydra.instance().clear()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("default")
+        try:
+            check_output_dir(args)
+            script.main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException as exc:  # noqa: BLE001 - reported like an uncaught exception would be
+            import traceback
+
+            traceback.print_exc(file=err)
+            code = 1
+    return {"code": code, "stderr": err.getvalue()}
+
+
+def main() -> None:
+    cases_path, results_path = sys.argv[1], sys.argv[2]
+    cases = json.loads(Path(cases_path).read_text())
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    scripts = {name: load_script(name) for name in {c[0] for c in cases}}
+    results = [run_case(scripts[name], list(args)) for name, args in cases]
+    Path(results_path).write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
