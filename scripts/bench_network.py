@@ -56,17 +56,36 @@ PRESETS = {
     "cifar10": dict(overrides=["experiment=cifar10_cld"], batch=128, infer_batch=500, steps=15, warmup=4),
     # A small NCSN++ at 32×32 that a 2-core CPU measures in about a minute.
     "cpu": dict(
-        overrides=["experiment=cifar10_cld", "model.base_channels=32", "model.channel_mult=[1,2,2]",
-                   "model.num_res_blocks=2", "model.attention_resolutions=[16]", "model.dropout=0.0"],
-        batch=8, infer_batch=16, steps=5, warmup=2,
-    ),  # fmt: skip
+        overrides=[
+            "experiment=cifar10_cld",
+            "model.base_channels=32",
+            "model.channel_mult=[1,2,2]",
+            "model.num_res_blocks=2",
+            "model.attention_resolutions=[16]",
+            "model.dropout=0.0",
+        ],
+        batch=8,
+        infer_batch=16,
+        steps=5,
+        warmup=2,
+    ),
     # Seconds on a CPU: the test's configuration (8×8 digits, CLD, one block per level).
     "tiny": dict(
-        overrides=["data=digits", "diffusion=cld", "model=ncsnpp", "model.base_channels=16",
-                   "model.channel_mult=[1,2]", "model.num_res_blocks=1", "model.attention_resolutions=[4]",
-                   "model.dropout=0.0"],
-        batch=4, infer_batch=4, steps=2, warmup=1,
-    ),  # fmt: skip
+        overrides=[
+            "data=digits",
+            "diffusion=cld",
+            "model=ncsnpp",
+            "model.base_channels=16",
+            "model.channel_mult=[1,2]",
+            "model.num_res_blocks=1",
+            "model.attention_resolutions=[4]",
+            "model.dropout=0.0",
+        ],
+        batch=4,
+        infer_batch=4,
+        steps=2,
+        warmup=1,
+    ),
 }
 MODES = ("fp32", "bf16", "bf16+cl", "compiled")
 SAMPLERS = ("em", "pc", "ode", "sscs", "lie_trotter", "ams", "expint")
@@ -102,7 +121,9 @@ def train_config(cfg, data_shape) -> dict:
     """The resolved parts of a training config that `build_module` reads."""
     from omegaconf import OmegaConf
 
-    out = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("diffusion", "objective", "model", "sampler", "optim")}
+    out = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("diffusion", "objective", "model", "sampler", "optim")
+    }
     out["data"] = {"_target_": cfg.data._target_}
     out["data_shape"] = list(data_shape)
     return out
@@ -136,12 +157,17 @@ def load_baseline(rev: str):
     name = "baseline_networks_" + re.sub(r"\W", "_", rev)
     pkg = tmp / name
     pkg.mkdir()
-    listing = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", rev, "src/momentum_diffusion/networks/"],
-                             check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+    listing = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", rev, "src/momentum_diffusion/networks/"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     for path in listing:
         if path.endswith(".py"):
-            src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True, capture_output=True,
-                                 text=True).stdout  # fmt: skip
+            src = subprocess.run(
+                ["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True, capture_output=True, text=True
+            ).stdout
             (pkg / Path(path).name).write_text(src.replace("momentum_diffusion.networks", name))
     sys.path.insert(0, str(tmp))
     return importlib.import_module(name)
@@ -324,11 +350,19 @@ def bench_full_step(args, cfg, config, device) -> dict:
     meter = ImagesPerSecond(every_n_steps=window)
     precision = "bf16-mixed" if device.type == "cuda" else "32-true"
     trainer = pl.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
-        max_steps=1 + windows * window, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision=precision,
+        max_steps=1 + windows * window,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
         callbacks=[meter],
-    )  # fmt: skip
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module, loader)
@@ -371,7 +405,7 @@ def bench_samplers(args, cfg, config, process, objective, device, forward_s: flo
             continue
         gen = torch.Generator(device=device).manual_seed(0)
 
-        def run():
+        def run(sampler=sampler, gen=gen):
             z = process.sample_prior((args.infer_batch, *shape), generator=gen, device=device)
             return sampler(process, score, z, generator=gen)[1]
 
@@ -402,14 +436,20 @@ def fmt(v, digits=1) -> str:
 
 
 def render(res: dict) -> str:
-    lines = [f"**{res['device']}** · torch {res['torch']} · `{' '.join(res['overrides'])}` · "
-             f"batch {res['batch']} (train), {res['infer_batch']} (inference) · median of {res['steps']} steps", ""]  # fmt: skip
-    lines += ["| params | GFLOP/img fwd | GFLOP/img fwd+bwd |", "|---|---|---|",
-              f"| {res['params'] / 1e6:.2f} M | {res['gflop_fwd']:.3f} | {res['gflop_fwd_bwd']:.3f} |", ""]  # fmt: skip
-    base = "old" in json.dumps(res["network"])
-    head = "| mode | train img/s (loop) | inference img/s per NFE | peak GiB | first step (compile) s |"
-    if base:
-        head = "| mode | train img/s (loop) | vs baseline | inference img/s per NFE | vs baseline | peak GiB | first step (compile) s |"
+    lines = [
+        f"**{res['device']}** · torch {res['torch']} · `{' '.join(res['overrides'])}` · "
+        f"batch {res['batch']} (train), {res['infer_batch']} (inference) · median of {res['steps']} steps",
+        "",
+    ]
+    lines += [
+        "| params | GFLOP/img fwd | GFLOP/img fwd+bwd |",
+        "|---|---|---|",
+        f"| {res['params'] / 1e6:.2f} M | {res['gflop_fwd']:.3f} | {res['gflop_fwd_bwd']:.3f} |",
+        "",
+    ]
+    base = any("train_img_s_old" in r for r in res["network"]["modes"].values())
+    vs = " vs baseline |" if base else ""
+    head = f"| mode | train img/s (loop) |{vs} inference img/s per NFE |{vs} peak GiB | first step (compile) s |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for mode, r in res["network"]["modes"].items():
         cells = [mode, fmt(r["train_img_s"])]
@@ -421,17 +461,28 @@ def render(res: dict) -> str:
         cells += [fmt(r["peak_gib"], 2), fmt(r.get("compile_s"), 1)]
         lines.append("| " + " | ".join(cells) + " |")
     if res["network"].get("baseline_max_rel_diff") is not None:
-        lines += ["", f"Baseline `{res['baseline']}`: same state_dict; max |new − old| / max |old| = "
-                      f"{res['network']['baseline_max_rel_diff']:.1e} (float32)."]  # fmt: skip
+        lines += [
+            "",
+            f"Baseline `{res['baseline']}`: same state_dict; max |new − old| / max |old| = "
+            f"{res['network']['baseline_max_rel_diff']:.1e} (float32).",
+        ]
     if res.get("full_step"):
         f = res["full_step"]
-        lines += ["", f"Full training step (DiffusionModule in Lightning, {f['precision']}, channels_last "
-                      f"{f['channels_last']}, compile {f['compile']}): **{f['img_s']:,.1f} img/s**; first step "
-                      f"{f['first_step_s']:.2f} s."]  # fmt: skip
+        lines += [
+            "",
+            f"Full training step (DiffusionModule in Lightning, {f['precision']}, channels_last "
+            f"{f['channels_last']}, compile {f['compile']}): **{f['img_s']:,.1f} img/s**; first step "
+            f"{f['first_step_s']:.2f} s.",
+        ]
     if res.get("samplers"):
-        lines += ["", f"Sampler overhead at NFE {res['sampler_nfe']} (network replaced by a free stub; share of NFE × one forward in "
-                      f"mode {res['sampler_mode']}, {res['forward_s'] * 1e3:.2f} ms):", "",
-                  "| sampler | NFE used | overhead ms | share of network time |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"Sampler overhead at NFE {res['sampler_nfe']} (network replaced by a free stub; share of NFE × one "
+            f"forward in mode {res['sampler_mode']}, {res['forward_s'] * 1e3:.2f} ms):",
+            "",
+            "| sampler | NFE used | overhead ms | share of network time |",
+            "|---|---|---|---|",
+        ]
         for name, r in res["samplers"].items():
             if "skipped" in r:
                 lines.append(f"| {name} | – | – | skipped: {r['skipped']} |")
@@ -444,10 +495,13 @@ def render(res: dict) -> str:
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml (after the preset's)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="cifar10 on CUDA, else cpu (tiny: the test's)")  # fmt: skip
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help="cifar10 on CUDA, else cpu (tiny: the test's)"
+    )
     p.add_argument("--batch", type=int)
     p.add_argument("--infer-batch", type=int)
     p.add_argument("--steps", type=int)
@@ -499,11 +553,19 @@ def run(argv=None) -> dict:
 
     params, gf, gfb = count_flops(config, order, out_blocks)
     res = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "overrides": args.overrides_used, "batch": args.batch,
-        "infer_batch": args.infer_batch, "steps": args.steps, "params": params, "gflop_fwd": gf, "gflop_fwd_bwd": gfb,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "overrides": args.overrides_used,
+        "batch": args.batch,
+        "infer_batch": args.infer_batch,
+        "steps": args.steps,
+        "params": params,
+        "gflop_fwd": gf,
+        "gflop_fwd_bwd": gfb,
         "baseline": args.baseline,
-    }  # fmt: skip
+    }
     if baseline is not None:
         res["baseline_params"], res["baseline_gflop_fwd"], res["baseline_gflop_fwd_bwd"] = count_flops(
             config, order, out_blocks, baseline
@@ -527,8 +589,10 @@ def main(argv=None) -> None:
     res = run(argv)
     print(res["markdown"])
     if res.get("baseline"):
-        print(f"\nBaseline params {res['baseline_params'] / 1e6:.2f} M, GFLOP/img fwd {res['baseline_gflop_fwd']:.3f}, "
-              f"fwd+bwd {res['baseline_gflop_fwd_bwd']:.3f}")  # fmt: skip
+        print(
+            f"\nBaseline params {res['baseline_params'] / 1e6:.2f} M, GFLOP/img fwd {res['baseline_gflop_fwd']:.3f}, "
+            f"fwd+bwd {res['baseline_gflop_fwd_bwd']:.3f}"
+        )
 
 
 if __name__ == "__main__":

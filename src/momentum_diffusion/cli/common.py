@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import functools
+import math
+import os
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
-from ..lightning.checkpointing import CheckpointError, load_checkpoint
+from ..lightning.checkpointing import (
+    CheckpointError,
+    check_finite_weights,
+    check_identity,
+    check_weight_shapes,
+    checkpoint_identity,
+    load_checkpoint,
+    remove_stale_temporaries,
+    weights_identity,
+)
 from ..lightning.module import DiffusionModule
 from ..samplers import configure, valid_samplers
 from ..samplers.base import SamplerConfigError
@@ -21,7 +35,15 @@ class UserError(Exception):
     """Bad input that the user must fix; printed as one line, exit code 2."""
 
 
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, PermissionError, NotADirectoryError, KeyError)
+USER_ERRORS = (
+    UserError,
+    ValueError,
+    FileNotFoundError,
+    PermissionError,
+    NotADirectoryError,
+    KeyError,
+    MissingMandatoryValue,
+)
 
 
 def user_error_in(exc: BaseException) -> BaseException | None:
@@ -35,22 +57,138 @@ def user_error_in(exc: BaseException) -> BaseException | None:
     return None
 
 
-def check_output_dir(argv: list[str]) -> None:
-    """Fail in one line, before Hydra starts, when the run directory cannot be created or written
-    (a permission check alone is not enough: root passes os.access on read-only mounts)."""
-    import tempfile
-    from pathlib import Path
+_NEW_RUN_DIR: tuple[Path, Path] | None = None  # (run dir, its topmost new ancestor): made by this process
 
-    target = next((a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))), ".")
+
+def _output_dir_override(argv: list[str]) -> str | None:
+    """The value of hydra.run.dir (or hydra.sweep.dir with -m), parsed as Hydra parses it (quotes, escapes)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    candidates = [a for a in argv if not a.startswith("-") and a.lstrip("+~").startswith(key + "=")]
+    if not candidates:
+        return None
     try:
-        Path(target).expanduser().mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=Path(target).expanduser()):
+        value = OverridesParser.create().parse_overrides(candidates[-1:])[0].value()
+    except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself, in one line
+        return None
+    return value if isinstance(value, str) and "${" not in value else None
+
+
+def check_output_dir(argv: list[str]) -> None:
+    """Fail in one line, before Hydra starts, when the run directory cannot be created or written, or when
+    another run holds it. Creates nothing: the writability test makes and removes a temporary entry in the
+    nearest existing directory (a permission check alone is not enough: root passes os.access on read-only
+    mounts), so a run that Hydra then rejects leaves no directory behind."""
+    import tempfile
+
+    global _NEW_RUN_DIR
+    _NEW_RUN_DIR = None
+    value = _output_dir_override(argv)
+    target = Path(value).expanduser() if value is not None else Path(".")
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        with tempfile.TemporaryDirectory(dir=existing):
             pass
     except OSError as exc:
-        print(
-            f"error: output directory {target} is not writable ({exc.strerror or type(exc).__name__})", file=sys.stderr
-        )
+        print(f"error: output directory {target} is not writable ({exc.strerror or type(exc).__name__})", file=sys.stderr)
         sys.exit(2)
+    if value is None or any(a in ("-m", "--multirun") for a in argv):
+        return
+    if existing == target:
+        try:
+            lock_run_dir(target)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+    else:
+        top = existing / target.resolve().relative_to(existing.resolve()).parts[0]
+        _NEW_RUN_DIR = (target.resolve(), top.resolve())
+
+
+# ---- one run per directory -------------------------------------------------------------------------------
+LOCK_FILE = ".lock"
+_LOCKS: dict[str, int] = {}
+
+
+def _secondary_rank() -> bool:
+    """DDP/SLURM processes other than the first share rank 0's run directory (Lightning passes it on)."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def lock_run_dir(directory) -> None:
+    """Hold an exclusive lock on the run directory for the life of this process; refuse, in one line naming
+    the holder, when another run has it (two runs in one directory lose a checkpoint and interleave logs).
+    The kernel releases the lock when the process ends, however it ends (SIGKILL included)."""
+    import fcntl
+    import socket
+
+    if _secondary_rank():
+        return
+    path = Path(directory).expanduser().resolve()
+    if str(path) in _LOCKS:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(
+            f"run directory {path} is in use by {holder}; wait for it to finish or choose another hydra.run.dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    _LOCKS[str(path)] = fd
+
+
+def release_run_dir(directory) -> None:
+    """Give the lock back before the process ends (tests; a sequence of runs in one process)."""
+    fd = _LOCKS.pop(str(Path(directory).expanduser().resolve()), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def claim_run_dir(directory) -> Path:
+    """Lock the run directory and remove temporary checkpoint files that a killed save left in it."""
+    directory = Path(directory)
+    lock_run_dir(directory)
+    if not _secondary_rank():
+        remove_stale_temporaries(directory / "checkpoints")
+    return directory
+
+
+def _remove_new_run_dir() -> None:
+    """After a user error: remove the run directory if this process created it and it holds nothing but
+    Hydra's own records (a rejected command leaves no directory behind)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if _NEW_RUN_DIR is None:
+        return
+    path, top = _NEW_RUN_DIR
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir).resolve()
+    except Exception:  # noqa: BLE001 - no Hydra run (called as a function)
+        return
+    if out != path or not path.is_dir():
+        return
+    allowed = {".hydra", LOCK_FILE} | {p.name for p in path.glob("*.log")}
+    if {p.name for p in path.iterdir()} <= allowed:
+        release_run_dir(path)
+        shutil.rmtree(path, ignore_errors=True)
+        parent = path.parent
+        while path != top and parent != parent.parent:  # the empty parents it created too
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            path, parent = parent, parent.parent
 
 
 def one_line_errors(fn: Callable) -> Callable:
@@ -68,6 +206,7 @@ def one_line_errors(fn: Callable) -> Callable:
             if isinstance(err, KeyError):
                 msg = f"missing key {msg}"
             print(f"error: {msg}", file=sys.stderr)
+            _remove_new_run_dir()
             sys.exit(2)
 
     return run
@@ -115,8 +254,9 @@ def build_module(config: dict, sampler=None) -> DiffusionModule:
     data_shape = config.get("data_shape")
     if data_shape is None:
         raise UserError("config has no data_shape")
-    identity = {"model": config["model"]["_target_"], "data": config["data"]["_target_"]}
-    return DiffusionModule(
+    # What the weights mean: process and its parameters, objective (K_t), network hyper-parameters.
+    identity = {"model": config["model"]["_target_"], "data": config["data"]["_target_"], **weights_identity(config)}
+    module = DiffusionModule(
         process,
         objective,
         net_factory,
@@ -126,12 +266,34 @@ def build_module(config: dict, sampler=None) -> DiffusionModule:
         config=config,
         **config.get("optim", {}),
     )
+    module.allow_identity_change = bool(config.get("allow_identity_change", False))
+    return module
+
+
+def check_resume_checkpoint(path, module: DiffusionModule) -> dict:
+    """Before Lightning loads ``ckpt_path``: a readable training checkpoint, finite weights, the same process,
+    objective and network as the config (unless allow_identity_change=true), tensors that fit."""
+    import logging
+
+    ckpt = load_checkpoint(path)
+    check_finite_weights(ckpt["state_dict"], path)
+    diffs = check_identity(checkpoint_identity(ckpt), module.identity, module.allow_identity_change)
+    if diffs:
+        logging.getLogger(__name__).warning("allow_identity_change=true: resuming despite %s", "; ".join(diffs))
+    try:
+        check_weight_shapes(ckpt["state_dict"], module, path)
+    except CheckpointError as exc:
+        if not diffs:
+            raise
+        raise CheckpointError(f"{exc}; allow_identity_change=true cannot change the architecture ({'; '.join(diffs)})") from None
+    return ckpt
 
 
 def module_from_checkpoint(path, sampler_cfg=None, device: str = "cpu") -> tuple[DiffusionModule, dict]:
     """Rebuild the trained module from a checkpoint alone (its stored config), EMA weights included."""
     ckpt = load_checkpoint(path)
     config = ckpt["hyper_parameters"]["config"]
+    check_finite_weights(ckpt["state_dict"], path)
     module = build_module(config)
     sampler_cfg = run_sampler_config(sampler_cfg, config.get("sampler"))
     if sampler_cfg is not None:
@@ -148,6 +310,84 @@ def check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """Lightning would pick a random seed (with a warning) outside [0, 2**32), and sample.py truncated 1.5."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise UserError(f"{name} must be an integer in [0, 2**32), got {value!r}")
+    return value
+
+
+def check_threads(value, name: str = "threads") -> int | None:
+    if value is None:
+        return None
+    return check_positive_int(name, value)
+
+
+def check_device(value, name: str = "device") -> torch.device:
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise UserError(f"{name} must be cpu, cuda or cuda:N, got {value!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"{name}={value}: no CUDA GPU is available on this machine; use {name}=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"{name}={value}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"{name}={value}: MPS is not available on this machine; use {name}=cpu")
+    elif device.type != "cpu":
+        raise UserError(f"{name} must be cpu, cuda or cuda:N, got {value!r}")
+    return device
+
+
+def _number(name: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise UserError(f"{name} must be a number in {lo}{low:g}, {high:g}{hi}, got {value!r}")
+    return float(value)
+
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def check_optim(optim) -> None:
+    """optim.* of train.py, each bad value named (lr=1e41 overflows float32; ema_decay=2 diverges)."""
+    optim = dict(optim or {})
+    if "lr" in optim:
+        _number("optim.lr", optim["lr"], 0.0, FLOAT32_MAX, low_open=True)
+    if "weight_decay" in optim:
+        _number("optim.weight_decay", optim["weight_decay"], 0.0, FLOAT32_MAX)
+    if "ema_decay" in optim:
+        _number("optim.ema_decay", optim["ema_decay"], 0.0, 1.0)
+    if "max_update_ratio" in optim and optim["max_update_ratio"] is not None:
+        _number("optim.max_update_ratio", optim["max_update_ratio"], 0.0, FLOAT32_MAX)
+    if "max_bad_steps" in optim:
+        check_positive_int("optim.max_bad_steps", optim["max_bad_steps"])
+    if "warmup_steps" in optim:
+        w = optim["warmup_steps"]
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise UserError(f"optim.warmup_steps must be a non-negative integer, got {w!r}")
+    if "betas" in optim:
+        betas = optim["betas"]
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+            raise UserError(f"optim.betas must be two numbers in [0, 1), got {betas!r}")
+        for i, b in enumerate(betas):
+            _number(f"optim.betas[{i}]", b, 0.0, 1.0, high_open=True)
+
+
+def validate_train_config(cfg) -> None:
+    """train.py's top-level scalars, before any work: each bad value named in one line."""
+    check_seed(cfg.seed)
+    check_threads(cfg.get("threads"))
+    check_optim(to_dict(cfg.optim) if cfg.get("optim") is not None else {})
+    allow = cfg.get("allow_identity_change", False)
+    if not isinstance(allow, bool):
+        raise UserError(f"allow_identity_change must be true or false, got {allow!r}")
 
 
 def make_generator(seed: int, device) -> torch.Generator:

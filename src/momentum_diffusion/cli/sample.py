@@ -12,7 +12,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..lightning.evaluation import save_preview
 from ..samplers.budget import nfe_budgets
-from .common import UserError, check_positive_int, make_generator, module_from_checkpoint, one_line_errors
+from .common import (
+    UserError,
+    check_device,
+    check_positive_int,
+    check_seed,
+    claim_run_dir,
+    make_generator,
+    module_from_checkpoint,
+    one_line_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +50,22 @@ def draw_samples(module, n: int, batch_size: int, seed: int, sampler=None, descr
             x, nfe = module.sample(n, sampler, generator=gen, batch_size=batch_size)
         finally:
             module.score_fn = base_score
+    bad = int((~x.flatten(1).isfinite().all(1)).sum()) if x.numel() else 0
+    if bad:  # never write or score NaN samples (they made evaluate.py fail with "Eigenvalues did not converge")
+        raise UserError(
+            f"{bad} of {n} samples are non-finite ({description}, NFE {nfe}); nothing written for them: "
+            "try a larger sampler.nfe or another sampler"
+        )
     return x, nfe
 
 
 @one_line_errors
 def sample(cfg: DictConfig):
+    claim_run_dir(HydraConfig.get().runtime.output_dir)  # one run per directory
     n = check_positive_int("n_samples", cfg.n_samples)
     batch = check_positive_int("batch_size", cfg.batch_size)
+    check_seed(cfg.seed)
+    check_device(cfg.device)
     if len(nfe_budgets((cfg.get("sampler") or {}).get("nfe"))) > 1:
         raise UserError("sample.py draws at one budget: sampler.nfe=N (several: -m sampler.nfe=20,50 or evaluate.py)")
     module, _ = module_from_checkpoint(cfg.ckpt, cfg.get("sampler"), cfg.device)

@@ -14,6 +14,7 @@ from ..objectives import NoisePredictionObjective
 from ..processes.core import Process
 from ..processes.noise_factor import noise_blocks
 from ..samplers import check_support
+from .checkpointing import CheckpointMismatchError, check_identity, checkpoint_identity  # noqa: F401
 
 
 def build_network(factory, order: int, data_shape: tuple[int, ...], out_blocks: int = 1) -> nn.Module:
@@ -39,6 +40,7 @@ class DiffusionModule(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         ema_decay: float = 0.999,
         max_bad_steps: int = 20,
+        max_update_ratio: float = 1.0,
         channels_last: bool = False,
         compile: bool = False,
         identity: dict | None = None,
@@ -58,6 +60,8 @@ class DiffusionModule(pl.LightningModule):
         self.train_net = torch.compile(self.net) if compile else self.net
         self.lr, self.weight_decay, self.warmup_steps, self.betas = lr, weight_decay, warmup_steps, tuple(betas)
         self.ema_decay, self.max_bad_steps = ema_decay, max_bad_steps
+        self.max_update_ratio = max_update_ratio  # |Δθ| / |θ| above this: the update blew up (step undone)
+        self.allow_identity_change = False  # train.py sets it from allow_identity_change=true
         self.channels_last = channels_last and len(self.data_shape) == 3
         # What a checkpoint must match to be loaded under another config (checked on load).
         self.identity = dict(
@@ -71,6 +75,7 @@ class DiffusionModule(pl.LightningModule):
         self.save_hyperparameters({"identity": self.identity, "config": config})
         self.register_buffer("bad_steps_total", torch.zeros((), dtype=torch.long))
         self.consecutive_bad_steps = 0
+        self.last_good_step = 0  # global step after the last update that was kept
 
     # ---- models -------------------------------------------------------------------------------
     def score_model(self, ema: bool = True):
@@ -94,7 +99,9 @@ class DiffusionModule(pl.LightningModule):
         return loss
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
-        """Skip the update (and the EMA) when the loss or a gradient is non-finite."""
+        """Skip the update (and the EMA) when the loss or a gradient is non-finite, and undo it (weights and
+        optimiser state) when it leaves non-finite weights or moves them by more than ``max_update_ratio``
+        times their norm (``optim.lr=1e10``: finite loss and gradients, weights blown up to 1e28)."""
         loss = optimizer_closure()  # training_step + backward
         if loss is None:  # training_step already counted a non-finite loss
             optimizer.zero_grad(set_to_none=True)
@@ -102,20 +109,46 @@ class DiffusionModule(pl.LightningModule):
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
         if not _all_finite(grads):
             optimizer.zero_grad(set_to_none=True)
-            self._skip_bad_step("gradient")
+            self._skip_bad_step("non-finite gradient")
+            return
+        before = _snapshot(self.net, optimizer) if self.max_update_ratio else None
+        optimizer.step()
+        problem = self._update_problem(before[0]) if before is not None else None
+        if problem is not None:
+            _restore(self.net, optimizer, before)
+            optimizer.zero_grad(set_to_none=True)
+            self._skip_bad_step(problem)
             return
         self.consecutive_bad_steps = 0
-        optimizer.step()
+        self.last_good_step = self.global_step + 1  # Lightning counts the step after optimizer_step
         self._update_ema()
+
+    @torch.no_grad()
+    def _update_problem(self, before: list[torch.Tensor]) -> str | None:
+        now = [p.detach() for p in self.net.parameters()]
+        if not now:
+            return None
+        norm_now = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(now)))
+        if not torch.isfinite(norm_now):
+            return "non-finite weights after the update"
+        norm_before = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
+        change = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(now, before))))
+        ratio = float(change / norm_before.clamp_min(1e-12))
+        if not ratio <= self.max_update_ratio:
+            return f"exploding update (|Δθ|/|θ| = {ratio:.1e} > optim.max_update_ratio={self.max_update_ratio:g})"
+        return None
 
     def _skip_bad_step(self, what: str):
         self.bad_steps_total += 1
         self.consecutive_bad_steps += 1
-        warnings.warn(f"non-finite {what} at step {self.global_step}: step skipped", stacklevel=2)
+        if not what.startswith(("non-finite", "exploding")):
+            what = f"non-finite {what}"
+        warnings.warn(f"{what} at step {self.global_step}: step skipped", stacklevel=2)
         if self.consecutive_bad_steps >= self.max_bad_steps:
             raise NonFiniteTrainingError(
-                f"{self.consecutive_bad_steps} consecutive non-finite steps at step {self.global_step}; "
-                "stopping (the last good checkpoint is kept). Lower the learning rate or check the data."
+                f"{self.consecutive_bad_steps} consecutive bad steps (non-finite loss/gradient or exploding update; "
+                f"last: {what}) at step {self.global_step}; stopping. The weights are those after step "
+                f"{self.last_good_step}, the last good one (checkpoints keep them). Lower optim.lr or check the data."
             )
         return None
 
@@ -144,18 +177,21 @@ class DiffusionModule(pl.LightningModule):
     # ---- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint):
         # Global RNG streams drive t and ε in the objective: saving them makes resume bit-exact on CPU.
-        checkpoint["rng"] = {"torch": torch.get_rng_state(), "consecutive_bad_steps": self.consecutive_bad_steps}
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "consecutive_bad_steps": self.consecutive_bad_steps,
+            "last_good_step": self.last_good_step,
+        }
         if torch.cuda.is_available():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint):
-        saved = checkpoint.get("hyper_parameters", {}).get("identity")
-        if saved is not None:
-            check_identity(saved, self.identity)
+        check_identity(checkpoint_identity(checkpoint), self.identity, self.allow_identity_change)
         rng = checkpoint.get("rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])
             self.consecutive_bad_steps = rng["consecutive_bad_steps"]
+            self.last_good_step = rng.get("last_good_step", checkpoint.get("global_step", 0))
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
@@ -198,20 +234,17 @@ class NonFiniteTrainingError(RuntimeError):
     pass
 
 
-class CheckpointMismatchError(ValueError):
-    pass
+def _snapshot(net: nn.Module, optimizer) -> tuple[list[torch.Tensor], dict]:
+    """Copies of the weights and the optimiser state, to undo an update that blew the weights up."""
+    params = [p.detach().clone() for p in net.parameters()]
+    state = {p: {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in s.items()}
+             for p, s in optimizer.state.items()}
+    return params, state
 
 
-IDENTITY_DEFAULTS = {"kt": "cholesky"}  # what checkpoints written before a key existed were trained with
-
-
-def check_identity(saved: dict, current: dict) -> None:
-    """A checkpoint holds weights for one process/objective/network/data shape; refuse any other config."""
-    saved, current = {**IDENTITY_DEFAULTS, **saved}, {**IDENTITY_DEFAULTS, **current}
-    diffs = [
-        f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
-        for k in sorted(set(saved) | set(current))
-        if saved.get(k) != current.get(k)
-    ]
-    if diffs:
-        raise CheckpointMismatchError("checkpoint does not match the config (" + "; ".join(diffs) + ")")
+@torch.no_grad()
+def _restore(net: nn.Module, optimizer, snapshot) -> None:
+    params, state = snapshot
+    torch._foreach_copy_([p.data for p in net.parameters()], params)
+    optimizer.state.clear()  # state created by this step (the first one) goes too
+    optimizer.state.update(state)
