@@ -228,6 +228,52 @@ def count_flops(config: dict, order: int, out_blocks: int, module=None) -> tuple
     return params, fwd / 1e9, counter.get_total_flops() / 1e9
 
 
+class OpCounter:
+    """Counts what one step dispatches to the backend (after autograd and autocast): non-view ops (≈ kernels
+    in eager mode), dtype casts, layout copies, and bytes written by non-view outputs (memory traffic)."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+        self.ops = self.casts = self.copies = self.bytes = 0
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                if not func.is_view:
+                    counter.ops += 1
+                    name = func.overloadpacket.__name__
+                    counter.casts += name == "_to_copy"
+                    counter.copies += name in ("clone", "copy_", "contiguous")
+                    for o in out if isinstance(out, (tuple, list)) else (out,):
+                        if isinstance(o, torch.Tensor):
+                            counter.bytes += o.numel() * o.element_size()
+                return out
+
+        self.mode = Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def op_counts(net: nn.Module, mode: str, net_in: int, shape, device: torch.device) -> dict:
+    """OpCounter over one training forward+backward at batch 2 (no optimizer), in ``mode``."""
+    net = copy.deepcopy(net).to(device).train()
+    if mode in ("bf16+cl", "compiled"):
+        net = net.to(memory_format=torch.channels_last)
+    x, t = make_inputs(net_in, shape, 2, device, mode)
+    with OpCounter() as c:
+        with autocast(mode, device):
+            loss = net(x, t).float().square().mean()
+        loss.backward()
+    return {"ops": c.ops, "casts": c.casts, "copies": c.copies, "mb": c.bytes / 2**20}
+
+
 def mode_net(base: nn.Module, mode: str, device: torch.device, compile_kwargs: dict) -> nn.Module:
     net = copy.deepcopy(base).to(device)
     if mode in ("bf16+cl", "compiled"):
@@ -294,6 +340,13 @@ def bench_network(args, config, order, out_blocks, device, baseline) -> dict:
             b.load_state_dict(a.state_dict())
             ref = b(x, t)
             equiv = float((a(x, t) - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    counts = {}
+    for mode in [m for m in args.modes if m in ("fp32", "bf16+cl")]:  # eager dispatch counts (CPU-measurable)
+        counts[mode] = {"new": op_counts(base, mode, net_in, shape, device)}
+        if baseline is not None:
+            old = build_net(config, order, out_blocks, baseline)
+            old.load_state_dict(state)
+            counts[mode]["old"] = op_counts(old, mode, net_in, shape, device)
     for mode in args.modes:
         row = {}
         nets = {"new": mode_net(base, mode, device, compile_kwargs)}
@@ -330,7 +383,7 @@ def bench_network(args, config, order, out_blocks, device, baseline) -> dict:
             row["infer_img_s_old"] = args.infer_batch / statistics.median(times["old"])
         rows[mode] = row
         del nets, steps, fns
-    return {"modes": rows, "baseline_max_rel_diff": equiv}
+    return {"modes": rows, "baseline_max_rel_diff": equiv, "op_counts": counts}
 
 
 def bench_full_step(args, cfg, config, device) -> dict:
@@ -460,6 +513,19 @@ def render(res: dict) -> str:
             cells.append(f"{r['infer_img_s'] / r['infer_img_s_old']:.2f}×" if "infer_img_s_old" in r else "–")
         cells += [fmt(r["peak_gib"], 2), fmt(r.get("compile_s"), 1)]
         lines.append("| " + " | ".join(cells) + " |")
+    if res["network"].get("op_counts"):
+        lines += [
+            "",
+            "Dispatched per training forward+backward (batch 2, eager): ops that are not views (≈ GPU kernels), "
+            "dtype casts, layout copies, MiB written:",
+            "",
+            "| mode | network | ops | casts | copies | MiB written |",
+            "|---|---|---|---|---|---|",
+        ]
+        for mode, by in res["network"]["op_counts"].items():
+            for who, c in by.items():
+                label = "current" if who == "new" else f"baseline `{res['baseline']}`"
+                lines.append(f"| {mode} | {label} | {c['ops']} | {c['casts']} | {c['copies']} | {c['mb']:.1f} |")
     if res["network"].get("baseline_max_rel_diff") is not None:
         lines += [
             "",

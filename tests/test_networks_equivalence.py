@@ -259,6 +259,26 @@ def test_activations_stay_bf16_under_autocast() -> None:
     assert not bad, f"float32 activations under autocast from {bad}"
 
 
+def test_accelerator_group_norm_path_on_cpu(monkeypatch) -> None:
+    """The path taken where autocast would upcast GroupNorm (CUDA): normalise in bfloat16 with bfloat16
+    affine parameters. Forced here on CPU: still close to the float32 reference, activations bfloat16."""
+    from momentum_diffusion.networks import layers
+
+    monkeypatch.setattr(layers, "_autocast_would_upcast", lambda x: x.dtype != torch.float32)
+    net = make("ncsnpp")
+    x, t = inputs()
+    seen: list = []
+    handles = activation_hooks(net, seen)
+    with torch.no_grad():
+        ref = ref_forward(net, x, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x, t)
+    for h in handles:
+        h.remove()
+    assert not {name for name, a in seen if a.dtype != torch.bfloat16}
+    assert (out.float() - ref).norm() / ref.norm() < 0.02
+
+
 def test_same_parameters_and_flops_as_reference() -> None:
     torch.manual_seed(0)
     net = NCSNpp(4, 2, 8, base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,))

@@ -97,13 +97,19 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
+def _autocast_would_upcast(x: torch.Tensor) -> bool:
+    """Autocast runs ``group_norm`` in float32 on CUDA (and other accelerators), not on CPU."""
+    return x.dtype != torch.float32 and x.device.type != "cpu" and _autocast_on(x.device.type)
+
+
 class GroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` (same parameters and state_dict keys) that keeps the input's dtype, + optional SiLU.
 
     Under autocast ``group_norm`` is a float32 op: a bfloat16 input comes back float32 and the following
     conv casts it back to bfloat16 — two extra full-size passes over memory per norm. Here a low-precision
     input is normalised in its own dtype (the kernels accumulate the statistics in float32), so the output
-    is what the next conv would have cast it to anyway. Float32 inputs are untouched.
+    is what the next conv would have cast it to anyway. Float32 inputs are untouched. CPU autocast already
+    keeps ``group_norm`` in the input's dtype (with float32 affine parameters), so there nothing changes.
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-6, act: bool = False):
@@ -111,7 +117,7 @@ class GroupNorm(nn.GroupNorm):
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 and _autocast_on(x.device.type):
+        if _autocast_would_upcast(x):
             with torch.autocast(x.device.type, enabled=False):
                 h = F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
         else:
