@@ -16,6 +16,7 @@ import io
 import json
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def run_case(script, args: list[str]) -> dict:
 
     from momentum_diffusion.cli.common import check_output_dir
 
-    err, code = io.StringIO(), 0
+    err, code, start = io.StringIO(), 0, time.perf_counter()
     sys.argv = [script.__file__, *args]
     GlobalHydra.instance().clear()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -53,7 +54,7 @@ def run_case(script, args: list[str]) -> dict:
 
             traceback.print_exc(file=err)
             code = 1
-    return {"code": code, "stderr": err.getvalue()}
+    return {"code": code, "stderr": err.getvalue(), "seconds": round(time.perf_counter() - start, 3)}
 
 
 def main() -> None:
