@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -68,12 +69,18 @@ def sample(cfg: DictConfig):
     check_device(cfg.device)
     if len(nfe_budgets((cfg.get("sampler") or {}).get("nfe"))) > 1:
         raise UserError("sample.py draws at one budget: sampler.nfe=N (several: -m sampler.nfe=20,50 or evaluate.py)")
-    module, _ = module_from_checkpoint(cfg.ckpt, cfg.get("sampler"), cfg.device)
+    module, config = module_from_checkpoint(cfg.ckpt, cfg.get("sampler"), cfg.device)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     x, nfe = draw_samples(module, n, batch, cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / "samples.npz", samples=x.numpy(), nfe=nfe)
-    preview = save_preview(x, out_dir / ("grid.png" if x.dim() == 4 else "scatter.png"))
+    data_cls = get_class(config["data"]["_target_"])
+    if hasattr(data_cls, "export_samples"):  # graphs: adjacency, node_mask, features + drawn graphs
+        datamodule = instantiate(config["data"])
+        np.savez(out_dir / "samples.npz", samples=x.numpy(), nfe=nfe, **datamodule.export_samples(x))
+        preview = datamodule.save_preview(x, out_dir / "graphs.png")
+    else:
+        np.savez(out_dir / "samples.npz", samples=x.numpy(), nfe=nfe)
+        preview = save_preview(x, out_dir / ("grid.png" if x.dim() == 4 else "scatter.png"))
     log.info(
         "%d samples (NFE %d) with %s → %s, %s",
         n,

@@ -92,6 +92,9 @@ class DiffusionModule(pl.LightningModule):
         x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
         if self.channels_last and x0.dim() == 4:
             x0 = x0.contiguous(memory_format=torch.channels_last)
+        condition = getattr(self.net, "condition_on_data", None)
+        if condition is not None:  # data-dependent network context, e.g. graph node masks (networks/graph.py)
+            condition(x0)
         loss = self.objective.loss(self.score_model(ema=False), self.process, x0).mean()
         if not torch.isfinite(loss):
             return self._skip_bad_step("loss")
@@ -204,12 +207,20 @@ class DiffusionModule(pl.LightningModule):
             raise ValueError("no sampler configured")
         check_support(sampler, self.process)
         score = self.score_fn(ema=True)
+        parts = getattr(self.ema, "coordinate_parts", None)
+        if parts is not None:  # coordinate groups a sampler may treat separately (AMS on graphs: X | A | mask)
+            score.coordinate_parts = parts
         outs, nfes = [], []
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
             z = self.process.sample_prior((m, *self.data_shape), generator=generator, device=self.device)
+            prepare = getattr(self.ema, "prepare_sampling", None)
+            if prepare is not None:  # e.g. graphs: node counts drawn from the training distribution
+                prepare(m, generator, self.device)
             z, nfe = sampler(self.process, score, z, generator=generator)
-            outs.append(self.process.data_block(z).float().cpu())
+            x = self.process.data_block(z)
+            finish = getattr(self.ema, "finish_sampling", None)
+            outs.append((finish(x) if finish is not None else x).float().cpu())
             nfes.append(nfe)
         return torch.cat(outs), int(math.ceil(sum(nfes) / len(nfes)))
 

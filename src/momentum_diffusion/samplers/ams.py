@@ -38,6 +38,7 @@ the noise is 1/(snr (1+β)²) times the drift, and ρ ≈ sqrt(1 + 1/(snr² (1+�
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ from .base import (
 from .pc import corrector_alpha, langevin_step_size, norm, predictor_step, resolve_predictor
 
 BETA_CLIP = 1e-4  # β ≤ 1 − BETA_CLIP (the reference code's eps); not a tunable option
+RULES = ("graph", "image")  # ε from the updated (graph code) or the previous (image code) momentum
 NOISES = ("reference", "consistent")  # Langevin noise sqrt(2ε) (authors' rule) or sqrt(2ε̃) (see module doc)
 
 
@@ -80,6 +82,18 @@ def _scalar_or_vector(x) -> float | torch.Tensor:
     return float(x) if x.numel() == 1 else x.detach().reshape(-1).cpu()
 
 
+def coordinate_groups(z: torch.Tensor, parts) -> list[slice]:
+    """Slices of the flattened noised block for ``parts`` (sizes of consecutive coordinate groups; None = one)."""
+    size = z[:, -1].flatten(1).shape[1]
+    if parts is None:
+        return [slice(0, size)]
+    parts = [int(p) for p in parts]
+    if any(p <= 0 for p in parts) or sum(parts) != size:
+        raise SamplerConfigError(f"sampler.parts {parts} must be positive sizes summing to the data size {size}")
+    bounds = [0, *itertools.accumulate(parts)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def adaptive_momentum_langevin(
     score_fn,
     z: torch.Tensor,
@@ -88,55 +102,78 @@ def adaptive_momentum_langevin(
     *,
     t: float,
     alpha: float = 1.0,
-    state: MomentumState | None = None,
+    state: MomentumState | list[MomentumState] | None = None,
     generator=None,
     per_sample_norm: bool = False,
     fixed_beta: float | None = None,
     noise: str = "reference",
     trace: list | None = None,
-) -> tuple[torch.Tensor, MomentumState]:
+    parts=None,
+    plain_parts=(),
+    rule: str = "graph",
+) -> tuple[torch.Tensor, MomentumState | list[MomentumState]]:
     """``n_steps`` adaptive-momentum Langevin steps on the noised block z[:, -1] at fixed time t (in place).
 
     ``state`` carries the momentum between calls (a fresh one starts with a plain Langevin step);
     ``fixed_beta`` replaces the adaptive β by a constant (the constant-momentum ablation; β = 0 is the plain
     Langevin corrector); ``noise``: ``reference`` (sqrt(2ε)) or ``consistent`` (sqrt(2ε̃)). Random numbers
     are drawn exactly as the PC Langevin corrector draws them (one ``noise_like(g)`` per step, after the
-    score). ``trace``, if a list, receives one dict per step:
+    score). ``trace``, if a list, receives one dict per step (and group):
     {t, beta, rho, eps, eps_tilde} (ρ = nan on the first step; floats, or (B,) tensors per sample).
+    ``parts``: sizes of consecutive coordinate groups of the flattened noised block, each with its own
+    momentum, norms, β, ρ and ε (the AMS/GDSS graph code treats X and A so); ``state`` is then a list, one
+    per group. ``plain_parts``: indices of groups held at β = 0 (plain Langevin: the AMS graph code's
+    adjacency, whose momentum buffer is never written). ``rule``: ``graph`` takes ε from the updated momentum
+    (the AMS graph code; β = 0 is PC exactly), ``image`` from the previous one (the AMS image code).
     Returns (z, state).
     """
-    state = MomentumState() if state is None else state
+    groups = coordinate_groups(z, parts)
+    single = parts is None
+    if state is None:
+        state = MomentumState() if single else [MomentumState() for _ in groups]
+    states = [state] if single else list(state)
     for _ in range(n_steps):
         g = score_fn(z, t)
         xi = noise_like(g, generator)
-        if not state.started:
-            beta, rho, m = 0.0, math.nan, g
-        else:
-            rho = norm(g - state.g_prev, per_sample_norm) / state.delta_norm.clamp_min(1e-30)
-            if fixed_beta is None:
-                ratio = (1 - state.eps_tilde * rho) / (1 + state.eps_tilde * rho)
-                beta = (ratio**2).clamp(0.0, 1.0 - BETA_CLIP)
+        zf, gf, xf = z[:, -1].flatten(1), g.flatten(1), xi.flatten(1)
+        if zf.data_ptr() != z[:, -1].data_ptr() or zf.stride(-1) != 1:
+            raise RuntimeError("AMS needs a noised block that flattens to a view")
+        for j, (sl, st) in enumerate(zip(groups, states)):
+            gj, xij = (g, xi) if single else (gf[:, sl], xf[:, sl])
+            fb = 0.0 if j in plain_parts else fixed_beta
+            if not st.started:
+                beta, rho, m = 0.0, math.nan, gj
             else:
-                beta = fixed_beta
-            m = beta * state.m + (1 - beta) * g
-        eps = langevin_step_size(alpha, snr, xi, m, per_sample_norm)
-        eps_tilde = eps * (1 + beta) ** 2
-        delta = eps_tilde * m
-        scale = eps if noise == "reference" else eps_tilde
-        z[:, -1] += delta + (2 * scale) ** 0.5 * xi  # same expression (and rounding) as pc.py when β = 0
-        state.m, state.g_prev, state.eps_tilde = m, g, eps_tilde
-        state.delta_norm = norm(delta, per_sample_norm)
-        if trace is not None:
-            trace.append(
-                {
-                    "t": float(t),
-                    "beta": _scalar_or_vector(beta),
-                    "rho": _scalar_or_vector(rho),
-                    "eps": _scalar_or_vector(eps),
-                    "eps_tilde": _scalar_or_vector(eps_tilde),
-                }
-            )
-    return z, state
+                rho = norm(gj - st.g_prev, per_sample_norm) / st.delta_norm.clamp_min(1e-30)
+                if fb is None:
+                    ratio = (1 - st.eps_tilde * rho) / (1 + st.eps_tilde * rho)
+                    beta = (ratio**2).clamp(0.0, 1.0 - BETA_CLIP)
+                else:
+                    beta = fb
+                m = beta * st.m + (1 - beta) * gj
+            m_eps = st.m if rule == "image" and st.started else m
+            eps = langevin_step_size(alpha, snr, xij, m_eps, per_sample_norm)
+            eps_tilde = eps * (1 + beta) ** 2
+            delta = eps_tilde * m
+            scale = eps if noise == "reference" else eps_tilde
+            if single:
+                z[:, -1] += delta + (2 * scale) ** 0.5 * xij  # same expression (and rounding) as pc.py when β = 0
+            else:
+                zf[:, sl] += delta + (2 * scale) ** 0.5 * xij
+            st.m, st.g_prev, st.eps_tilde = m, gj, eps_tilde
+            st.delta_norm = norm(delta, per_sample_norm)
+            if trace is not None:
+                trace.append(
+                    {
+                        "t": float(t),
+                        "beta": _scalar_or_vector(beta),
+                        "rho": _scalar_or_vector(rho),
+                        "eps": _scalar_or_vector(eps),
+                        "eps_tilde": _scalar_or_vector(eps_tilde),
+                        **({} if single else {"part": j}),
+                    }
+                )
+    return z, (states[0] if single else states)
 
 
 def _check_options(snr, fixed_beta, n_corrector, noise="reference") -> None:
@@ -170,6 +207,9 @@ def adaptive_momentum(
     denoise: bool | str = True,
     grid: str = "uniform",
     trace: list | None = None,
+    parts="auto",
+    adjacency_momentum: bool = True,
+    rule: str = "graph",
 ):
     """PC sampling with the AMS corrector: per step ``n_corrector`` momentum-Langevin steps at t, then one
     predictor step (NFE = steps·(1 + n_corrector), plus 1 for the final denoising, as ``pc``).
@@ -181,16 +221,27 @@ def adaptive_momentum(
     noise: reference (sqrt(2ε), the authors' rule; tempered by 1/(1+β)²) or consistent (sqrt(2ε̃), a
     Langevin step of size ε̃; see the module docstring). Both coincide at β = 0.
     trace: optional list receiving the corrector's per-step {t, beta, rho, eps, eps_tilde}.
+    parts: coordinate groups with their own momentum state (``adaptive_momentum_langevin``); ``auto`` takes
+    ``score_fn.coordinate_parts`` when the model declares it (graphs: X | A | mask), else one group.
+    adjacency_momentum: false holds group 1 (the adjacency of the graph layout) at β = 0, as the AMS
+    authors' graph code does (its A momentum buffer is never updated); rule: graph | image (see above).
     The momentum state starts afresh in every call; ``prior_z`` is not modified.
     """
     _check_options(snr, fixed_beta, n_corrector, noise)
+    if rule not in RULES:
+        raise SamplerConfigError(f"unknown sampler.rule {rule!r}; choose {' or '.join(RULES)}")
+    if parts == "auto":
+        parts = getattr(score_fn, "coordinate_parts", None)
+    if not adjacency_momentum and (parts is None or len(parts) < 2):
+        raise SamplerConfigError("sampler.adjacency_momentum=false needs coordinate groups (graph data or sampler.parts)")
+    plain_parts = () if adjacency_momentum else (1,)
     predictor = resolve_predictor(process, predictor)
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
     ts = time_grid(process, n, grid)
     taus = process.tau(ts)
     z = prior_z.clone()
-    state = MomentumState()
+    state = MomentumState() if parts is None else [MomentumState() for _ in parts]
     for i in range(n):
         t, dtau = float(ts[i]), float(taus[i] - taus[i + 1])
         z, state = adaptive_momentum_langevin(
@@ -206,6 +257,9 @@ def adaptive_momentum(
             fixed_beta=fixed_beta,
             noise=noise,
             trace=trace,
+            parts=parts,
+            plain_parts=plain_parts,
+            rule=rule,
         )
         z = predictor_step(process, predictor, z, score(z, t), dtau, generator)
     if denoise:
