@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ..lightning.callbacks import write_rows
-from ..lightning.evaluation import evaluate_samples
+from ..lightning.evaluation import evaluate_samples, save_preview
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
 from .common import (
@@ -59,6 +59,8 @@ def evaluate(cfg: DictConfig):
             sampler = configure(module.sampler, nfe=nfe) if nfe is not None else module.sampler
             x, used = draw_samples(module, n, batch, cfg.seed, sampler, f"{sampler_name} NFE {nfe}")
             metrics = evaluate_samples(datamodule, x, seed=cfg.seed)
+            if x.dim() in (2, 4):  # DIR/samples/nfe<N>.png: grid (images) or scatter (vectors), for sweep reports
+                save_preview(x, out_dir / "samples" / f"nfe{nfe if nfe is not None else used}.png")
         rows.append(
             {
                 "sampler": sampler_name,

@@ -173,7 +173,7 @@ class RankNoiseStreams(pl.Callback):
         gathered = {}
         for key, state in states.items():  # a collective: every rank runs dump_checkpoint, rank 0 writes
             stacked = trainer.strategy.all_gather(state.to(device))
-            gathered[key] = [s.cpu() for s in stacked]
+            gathered[key] = [s.cpu().clone() for s in stacked]  # own storage: set_rng_state ignores views' offsets
         checkpoint["rng_per_rank"] = {"world_size": trainer.world_size, **gathered}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
@@ -182,10 +182,10 @@ class RankNoiseStreams(pl.Callback):
         saved = checkpoint.get("rng_per_rank")
         rank = trainer.global_rank
         if saved is not None and saved["world_size"] == trainer.world_size:
-            torch.set_rng_state(saved["torch"][rank])
+            torch.set_rng_state(saved["torch"][rank].clone())
             device = trainer.strategy.root_device
             if "cuda" in saved and device.type == "cuda":
-                torch.cuda.set_rng_state(saved["cuda"][rank], device)
+                torch.cuda.set_rng_state(saved["cuda"][rank].clone(), device)
             return
         step = int(checkpoint.get("global_step", 0))
         log.warning(
