@@ -24,6 +24,7 @@ from collections import OrderedDict
 
 import torch
 
+from ..processes.core import like
 from .mixture import BENCHMARK_DIR, F64, LOG_2PI, GaussianMixture, GMMSpecError, load_gmm, resolve_spec
 
 __all__ = ["BENCHMARK_DIR", "ExactScore", "GMMSpecError", "GaussianMixture", "load_gmm", "resolve_spec"]
@@ -65,7 +66,7 @@ class _IsotropicGroup:
     def terms(self, z, c, batched, need_score):
         B, k, d = z.shape
         gram = torch.einsum("baj,bcj->bac", z, z).reshape(B, k * k)
-        zm = (z.reshape(B * k, d) @ self.m.T).reshape(B, k, -1)  # (B, k, Ki): z_a · m_i
+        zm = (z.reshape(B * k, d) @ like(self.m, z).T).reshape(B, k, -1)  # (B, k, Ki): z_a · m_i
         if batched:
             quad = torch.einsum("bn,bni->bi", gram, c["Wq"]) - 2 * torch.einsum("bai,bia->bi", zm, c["Lphi"])
         else:
@@ -74,7 +75,7 @@ class _IsotropicGroup:
 
         def score(r):  # −Σ_i r_i [P_i⁻¹ (z − φ m_i)]_{k−1}
             coef = torch.einsum("bi,bia->ba", r, c["Lrow"]) if batched else r @ c["Lrow"]
-            return (r * c["cs"]) @ self.m - torch.einsum("ba,bad->bd", coef, z)
+            return (r * c["cs"]) @ like(self.m, z) - torch.einsum("ba,bad->bd", coef, z)
 
         return logp, (score if need_score else None)
 
@@ -143,9 +144,9 @@ class _FullGroup:
 
     def _chunk(self, z, c, batched):
         k = z.shape[1]
-        y = torch.einsum("bad,ide->biae", z, self.U)  # U_iᵀ z_a, (B, Kf, k, d)
+        y = torch.einsum("bad,ide->biae", z, like(self.U, z))  # U_iᵀ z_a, (B, Kf, k, d)
         phi = c["phi"][:, None, :, None] if batched else c["phi"][None, None, :, None]
-        e = y - phi * self.mu[None, :, None, :]
+        e = y - phi * like(self.mu, z)[None, :, None, :]
         Lam = c["Lam"]
         g = sum((Lam[:, b] if batched else Lam[b]) * e[:, :, b : b + 1, :] for b in range(k))  # P⁻¹ e
         logp = -0.5 * ((e * g).sum((-1, -2)) + c["const"])
@@ -162,7 +163,7 @@ class _FullGroup:
         g_last = torch.cat(resid)
 
         def score(r):
-            return -torch.einsum("bi,ide,bie->bd", r, self.U, g_last)
+            return -torch.einsum("bi,ide,bie->bd", r, like(self.U, g_last), g_last)
 
         return torch.cat(logps), (score if need_score else None)
 
@@ -244,12 +245,14 @@ class ExactScore:
 
     # ---- evaluation -------------------------------------------------------------------------------
     def _evaluate_chunk(self, z, coeffs, batched, need_score):
+        # coefficients are computed on the host; the cached ones cross to z's device once (core.like)
+        coeffs = [{key: like(value, z) for key, value in c.items()} for c in coeffs]
         parts, closures = [], []
         for g, c in zip(self._groups, coeffs):
             lp, fn = g.terms(z, c, batched, need_score)
             parts.append(lp)
             closures.append(fn)
-        logits = torch.cat(parts, dim=1) + self.log_w  # (B, K), internal order
+        logits = torch.cat(parts, dim=1) + like(self.log_w, z)  # (B, K), internal order
         if not need_score:
             return logits, None
         r = torch.softmax(logits, dim=1)

@@ -19,7 +19,7 @@ import math
 import torch
 from torchdiffeq import odeint
 
-from ..processes.core import Process, apply_blocks
+from ..processes.core import Process
 
 
 def aux_entropy(process: Process, data_dim: int) -> float:
@@ -88,14 +88,13 @@ def nll_bound(
         tt = min(max(float(t), process.t_min), process.t_max)
         calls[0] += 1
         s, div_s = noised_block_divergence(score_fn, z, tt, probes)
-        drift = apply_blocks(process.sde.A, z)
-        drift[:, -1] -= 0.5 * process.noise_scale * s
+        drift = process.reverse_drift_per_tau(z, s, probability_flow=True)
         b = float(process.b(tt))
         div = b * (D * trace_a - 0.5 * process.noise_scale * div_s)
         return torch.cat([(b * drift).reshape(-1), div.reshape(-1)])
 
     state = torch.cat([z_eps.reshape(-1), torch.zeros(shape[0], dtype=z_eps.dtype, device=z_eps.device)])
-    t_span = torch.tensor([process.t_min, process.t_max], dtype=z_eps.dtype)
+    t_span = torch.tensor([process.t_min, process.t_max], dtype=z_eps.dtype, device=z_eps.device)
     out = odeint(f, state, t_span, rtol=rtol, atol=atol, method="dopri5")[-1]
     z_T, integral = out[: z_eps.numel()].reshape(shape), out[z_eps.numel() :]
     log_p_eps = prior_log_prob(process, z_T) + integral.double()

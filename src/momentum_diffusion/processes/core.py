@@ -38,12 +38,41 @@ def psd_sqrt(M: torch.Tensor) -> torch.Tensor:
     return (vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)) @ vecs.transpose(-1, -2)
 
 
+def like(M: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """A host-computed constant (k×k matrix, k-vector, …) on z's device and in z's dtype.
+
+    The k×k algebra runs in float64 on the host; states live wherever the caller put them. The copy is made
+    once per (device, dtype) and kept on the constant itself (keyed by its version counter, so an in-place
+    change is never served stale): process constants and cached sampler plans cross to the device once,
+    not at every step. Every product of a constant with a state goes through here (``apply_blocks``,
+    ``combine_blocks``, ``spread_blocks``), which is what makes the samplers device-correct by construction.
+    """
+    if M.device == z.device and M.dtype == z.dtype:
+        return M
+    copies = M.__dict__.setdefault("_device_copies", {})
+    key = (z.device, z.dtype, M._version)
+    if key not in copies:
+        copies.clear()  # a stale version or another device: keep one copy
+        copies[key] = M.detach().to(device=z.device, dtype=z.dtype)
+    return copies[key]
+
+
 def apply_blocks(M: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Apply a k×k matrix (or a batch of them, (B,k,k)) to the block axis of z (B, k, *data)."""
-    M = M.to(z.dtype)
+    M = like(M, z)
     if M.dim() == 2:
         return torch.einsum("ij,bj...->bi...", M, z)
     return torch.einsum("bij,bj...->bi...", M, z)
+
+
+def combine_blocks(row: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Σ_i row_i z[:, i]: a k-vector contracted with the block axis, (B, *data)."""
+    return torch.einsum("i,bi...->b...", like(row, z), z)
+
+
+def spread_blocks(col: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """col ⊗ x: a k-vector times a data-shaped x (B, *data), giving a state (B, k, *data)."""
+    return torch.einsum("i,b...->bi...", like(col, x), x)
 
 
 @dataclass
@@ -74,17 +103,18 @@ class LinearSDE:
 
     def transition(self, dtau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Φ(Δτ) and Σ(Δτ) for a tensor of Δτ ≥ 0 of any shape: returns (*shape, k, k) each, float64."""
-        dtau = torch.as_tensor(dtau, dtype=F64)
-        Phi = torch.linalg.matrix_exp(dtau[..., None, None] * self.A)
+        dtau = torch.as_tensor(dtau, dtype=F64)  # on the caller's device; the constants follow it
+        A, Q = like(self.A, dtau), like(self.Q, dtau)
+        Phi = torch.linalg.matrix_exp(dtau[..., None, None] * A)
         if self.stationary_cov is not None:
-            S = self.stationary_cov
+            S = like(self.stationary_cov, dtau)
             Sigma = S - Phi @ S @ Phi.transpose(-1, -2)
-        elif torch.count_nonzero(self.A) == 0:
-            Sigma = dtau[..., None, None] * self.Q
+        elif not self.A.any():
+            Sigma = dtau[..., None, None] * Q
         else:  # neither Hurwitz nor zero: Van Loan, safe only while exp(−τA) stays moderate
             k = self.order
-            top = torch.cat([-self.A, self.Q], dim=1)
-            bottom = torch.cat([torch.zeros_like(self.A), self.A.T], dim=1)
+            top = torch.cat([-A, Q], dim=1)
+            bottom = torch.cat([torch.zeros_like(A), A.T], dim=1)
             F = torch.linalg.matrix_exp(dtau[..., None, None] * torch.cat([top, bottom], dim=0))
             F12, F22 = F[..., :k, k:], F[..., k:, k:]
             Sigma = F22.transpose(-1, -2) @ F12
@@ -166,9 +196,9 @@ class Process:
         """
         S0 = self.initial_cov if initial_cov is None else torch.as_tensor(initial_cov, dtype=F64)
         Phi, Sigma = self.sde.transition(self.tau(t))
-        cov = Phi @ S0 @ Phi.transpose(-1, -2) + Sigma
+        cov = Phi @ like(S0, Phi) @ Phi.transpose(-1, -2) + Sigma
         cov = 0.5 * (cov + cov.transpose(-1, -2))
-        eye = torch.eye(self.order, dtype=F64)
+        eye = torch.eye(self.order, dtype=F64, device=cov.device)
         chol = torch.linalg.cholesky(cov + self.kernel_jitter * eye)
         return Phi, cov, chol
 
@@ -194,8 +224,15 @@ class Process:
         """z_T ~ N(0, prior_cov ⊗ I) with ``shape`` the data shape including batch: returns (B, k, *data)."""
         B, *data = shape
         eps = torch.randn((B, self.order, *data), generator=generator, dtype=dtype, device=device)
-        chol = torch.linalg.cholesky(self.prior_cov + 1e-12 * torch.eye(self.order, dtype=F64))
-        return apply_blocks(chol.to(device), eps)
+        return apply_blocks(self.prior_chol, eps)
+
+    @property
+    def prior_chol(self) -> torch.Tensor:
+        """Cholesky factor of the prior covariance (host float64, computed once)."""
+        if getattr(self, "_prior_chol", None) is None:
+            eye = torch.eye(self.order, dtype=F64)
+            self._prior_chol = torch.linalg.cholesky(self.prior_cov + 1e-12 * eye)
+        return self._prior_chol
 
     # ---- reverse dynamics -------------------------------------------------------------------------
     def reverse_drift_per_tau(self, z, noised_score, probability_flow: bool = False) -> torch.Tensor:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from .core import combine_blocks
 from .quadrature import integrate
 
 F64 = torch.float64
@@ -139,20 +140,26 @@ def score_rows(process, kt: str, t) -> torch.Tensor:
     return torch.linalg.inv(noise_factor(process, kt, t)).transpose(-1, -2)[:, -1, :]
 
 
-def tweedie_projection(process, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """R_t⁻¹, p_t = last row of Σ_t⁻¹ = R⁻ᵀR⁻¹ and φ_t = Φ(τ_t) e_1, float64 (see ``data_posterior_mean``).
-    p_t from the gDDIM factor stays accurate near t_min, where Σ_t is nearly singular."""
-    r_inv = torch.linalg.inv(noise_factor(process, "gddim", t)[0])
-    phi = process.transition(0.0, t)[0].reshape(process.order, -1)[:, 0]
-    return r_inv, r_inv.T[-1] @ r_inv, phi
+def tweedie_projection(process, t) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """R_t⁻¹, p_t = last row of Σ_t⁻¹ = R⁻ᵀR⁻¹ and φ_t = Φ(τ_t) e_1 for a tensor of times: (m, k, k), (m, k), (m, k),
+    host float64 (see ``data_posterior_mean``). p_t from the gDDIM factor stays accurate near t_min, where Σ_t
+    is nearly singular."""
+    t = times(t)
+    r_inv = torch.linalg.inv(noise_factor(process, "gddim", t))
+    p = torch.einsum("mi,mij->mj", r_inv[:, :, -1], r_inv)
+    phi = process.transition(torch.zeros_like(t), t)[0][:, :, 0]
+    return r_inv, p, phi
 
 
 def data_posterior_mean(process, z: torch.Tensor, s: torch.Tensor, t: float, projection=None) -> torch.Tensor:
-    """E[x_0 | z_t] from the noised-block score s (phase-space Tweedie; float64).
+    """E[x_0 | z_t] from the noised-block score s (phase-space Tweedie; float64, on z's device).
 
     The kernel's noised-block score is linear in x_0: s = −p_tᵀ(z − φ_t E[x_0|z]) with p_t the last row of
     Σ_t⁻¹ and φ_t = Φ(τ_t) e_1, so E[x_0|z] = (s + p_tᵀz) / p_tᵀφ_t (p_tᵀφ_t ≠ 0 for every process here).
-    ``projection``: ``tweedie_projection(process, t)`` if the caller already has it.
+    ``projection``: (R_t⁻¹, p_t, φ_t) at this one time if the caller already has them (e.g. a sampler's plan).
     """
-    _, p, phi = projection or tweedie_projection(process, t)
-    return (s.to(F64) + torch.einsum("i,bi...->b...", p, z.to(F64))) / (p @ phi)
+    if projection is None:
+        projection = [x[0] for x in tweedie_projection(process, t)]
+    _, p, phi = projection
+    z64 = z.to(F64)
+    return (s.to(F64) + combine_blocks(p, z64)) / (p @ phi)  # a 0-dim host or same-device divisor

@@ -63,6 +63,21 @@ def integrate(
     raise RuntimeError(f"quadrature did not converge: relative change {change:.1e} > {floor_rtol:g}")
 
 
+def lagrange_basis(nodes: torch.Tensor, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Lagrange basis ℓ_j(x) of the interpolation nodes (…, p) at points x (…, m): (…, m, p).
+
+    ``valid`` (…, p) marks the nodes in use (fewer on an integrator's first steps); ℓ_j of an unused node is
+    0 and unused nodes do not enter the other factors. The exponential integrators' polynomials
+    (samplers/expint.py, expint_stochastic.py) all use this one function."""
+    valid = torch.ones_like(nodes, dtype=torch.bool) if valid is None else valid
+    diff_x = x[..., :, None] - nodes[..., None, :]  # (…, m, p): x − x_m
+    diff_nodes = nodes[..., :, None] - nodes[..., None, :]  # (…, p, p): x_j − x_m
+    p = nodes.shape[-1]
+    skip = torch.eye(p, dtype=torch.bool) | ~valid[..., None, :] | ~valid[..., :, None]  # factor 1 (no 0/0)
+    factors = torch.where(skip[..., None, :, :], 1.0, diff_x[..., :, None, :] / diff_nodes[..., None, :, :])
+    return torch.where(valid[..., None, :], factors.prod(-1), 0.0)
+
+
 def geometric_edges(a: float, b: float, ratio: float = 2.0) -> torch.Tensor:
     """Panel edges a = e_0 < … < e_m = b with e_{i+1} ≤ ratio · e_i (for 0 < a): each panel is at least its own
     width away from 0, where the kernel of every process is singular, so Gauss–Legendre converges fast."""

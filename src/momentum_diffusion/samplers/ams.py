@@ -29,7 +29,7 @@ Choices where the reference code is ambiguous (see references/hold_ams.md, notes
 - The final step is the framework's ``final_denoise`` (1 NFE, as every sampler here), not the reference
   code's noise-free last predictor step.
 - Beyond the paper, the corrector acts on the noised block z_k given the other blocks, so AMS runs on every
-  process (VP/VE, CLD, HOLD); α = Φ_kk(Δτ)² as in ``pc.corrector_alpha``.
+  process (VP/VE, CLD, HOLD); α = Φ_kk(Δτ)² as in ``pc.PredictorPlan``.
 
 Note on ρ: Δ excludes the Langevin noise (and the predictor move), while g − g_prev sees them. On a Gaussian
 target ρ is therefore the Lipschitz constant 1/σ² only when the noise is negligible; with the snr step rule
@@ -54,7 +54,7 @@ from .base import (
     steps_for_budget,
     time_grid,
 )
-from .pc import corrector_alpha, langevin_step_size, norm, predictor_step, resolve_predictor
+from .pc import PredictorPlan, langevin_step_size, norm, resolve_predictor
 
 BETA_CLIP = 1e-4  # β ≤ 1 − BETA_CLIP (the reference code's eps); not a tunable option
 RULES = ("graph", "image")  # ε from the updated (graph code) or the previous (image code) momentum
@@ -239,18 +239,18 @@ def adaptive_momentum(
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
     ts = time_grid(process, n, grid)
-    taus = process.tau(ts)
+    plan = PredictorPlan(process, predictor, process.tau(ts)).to(prior_z)
     z = prior_z.clone()
     state = MomentumState() if parts is None else [MomentumState() for _ in parts]
     for i in range(n):
-        t, dtau = float(ts[i]), float(taus[i] - taus[i + 1])
+        t = float(ts[i])
         z, state = adaptive_momentum_langevin(
             score,
             z,
             n_corrector,
             snr,
             t=t,
-            alpha=corrector_alpha(process, dtau),
+            alpha=plan.alphas[i],
             state=state,
             generator=generator,
             per_sample_norm=per_sample_norm,
@@ -261,7 +261,7 @@ def adaptive_momentum(
             plain_parts=plain_parts,
             rule=rule,
         )
-        z = predictor_step(process, predictor, z, score(z, t), dtau, generator)
+        z = plan.step(i, z, score(z, t), generator)
     if denoise:
         z = final_denoise(process, score, z, float(ts[-1]), denoise)
     return z, score.count

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import torch
 
-from ..processes.core import apply_blocks
+from ..processes.core import apply_blocks, combine_blocks, like, spread_blocks
 from ..processes.noise_factor import (
     KT_CHOICES,
     cached,
@@ -58,7 +58,7 @@ from ..processes.noise_factor import (
     times,
     tweedie_projection,
 )
-from ..processes.quadrature import geometric_edges, integrate
+from ..processes.quadrature import geometric_edges, integrate, lagrange_basis
 from .base import (
     CountingScore,
     SamplerConfigError,
@@ -69,7 +69,7 @@ from .base import (
     steps_for_budget,
     time_grid,
 )
-from .expint_stochastic import stochastic_step
+from .expint_stochastic import stochastic_steps
 
 F64 = torch.float64
 EXTRAPOLATION = ("t", "tau", "log_t")
@@ -97,12 +97,16 @@ class CholeskyNoise:
         c[:, -1] = ell
         return c
 
-    def to_eps(self, z: torch.Tensor, s: torch.Tensor, t: float):
+    def step_constants(self, ts: torch.Tensor) -> dict:
+        """What ``to_eps`` needs at each grid time, batched (host float64; the plan moves it once)."""
+        return {"chol_kk": self.chol_kk(ts)}
+
+    def to_eps(self, z: torch.Tensor, s: torch.Tensor, step: dict):
         eps = torch.zeros_like(z, dtype=F64)
-        eps[:, -1] = -float(self.chol_kk(t)[0]) * s.to(F64)
+        eps[:, -1] = -step["chol_kk"] * s.to(F64)
         return eps, None
 
-    def from_network(self, z: torch.Tensor, eps_hat: torch.Tensor, t: float):
+    def from_network(self, z: torch.Tensor, eps_hat: torch.Tensor, step: dict):
         """ε from a network trained with the same K_t (it predicts the noised block only)."""
         eps = torch.zeros_like(z, dtype=F64)
         eps[:, -1] = eps_hat[:, 0].to(F64)
@@ -121,35 +125,26 @@ class GDDIMNoise:
     def row(self, t) -> torch.Tensor:
         return torch.linalg.inv(self.factor(t)).transpose(-1, -2)[:, -1, :]
 
-    def to_eps(self, z: torch.Tensor, s: torch.Tensor, t: float) -> torch.Tensor:
-        projection = tweedie_projection(self.process, t)
-        r_inv, _, phi = projection
-        x0 = data_posterior_mean(self.process, z, s, t, projection)  # E[x_0 | z]
-        return apply_blocks(r_inv, z.to(F64) - torch.einsum("i,b...->bi...", phi, x0)), x0
+    def step_constants(self, ts: torch.Tensor) -> dict:
+        r_inv, p, phi = tweedie_projection(self.process, ts)
+        return {"R": self.factor(ts), "r_inv": r_inv, "p": p, "phi": phi}
 
-    def from_network(self, z: torch.Tensor, eps_hat: torch.Tensor, t: float):
+    def to_eps(self, z: torch.Tensor, s: torch.Tensor, step: dict):
+        projection = (step["r_inv"], step["p"], step["phi"])
+        x0 = data_posterior_mean(self.process, z, s, 0.0, projection)  # E[x_0 | z]
+        return apply_blocks(step["r_inv"], z.to(F64) - spread_blocks(step["phi"], x0)), x0
+
+    def from_network(self, z: torch.Tensor, eps_hat: torch.Tensor, step: dict):
         """ε from a network trained with K = R_t (all k blocks) and the x̂_0 it implies along p:
         x̂_0 = pᵀ(z − R ε̂) / pᵀφ, the same x̂_0 that ``to_eps`` gives for the network's own score −cᵀε̂."""
-        _, p, phi = tweedie_projection(self.process, t)
         eps = eps_hat.to(F64)
-        resid = z.to(F64) - apply_blocks(self.factor(t)[0], eps)
-        return eps, torch.einsum("i,bi...->b...", p, resid) / (p @ phi)
+        resid = z.to(F64) - apply_blocks(step["R"], eps)
+        return eps, combine_blocks(step["p"], resid) / (step["p"] @ step["phi"])
 
 
 def noise_parametrisation(process, kt: str):
     cls = {"cholesky": CholeskyNoise, "gddim": GDDIMNoise}[check_kt(kt)]
     return cached(("eps", kt, process_key(process)), lambda: cls(process))
-
-
-def lagrange_basis(nodes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """ℓ_j(x) for the interpolation nodes (p,) at points x (m,): (m, p)."""
-    p = nodes.shape[0]
-    out = torch.ones(x.shape[0], p, dtype=F64)
-    for j in range(p):
-        for m in range(p):
-            if m != j:
-                out[:, j] *= (x - nodes[m]) / (nodes[j] - nodes[m])
-    return out
 
 
 def step_coefficients(process, param, t: float, t_next: float, history: torch.Tensor, variable) -> dict:
@@ -174,25 +169,39 @@ def step_coefficients(process, param, t: float, t_next: float, history: torch.Te
     return coeffs
 
 
-def integrator_plan(process, ts: torch.Tensor, order: int, noise: float, kt: str, extrapolate: str) -> list:
-    """Per-step coefficients for a grid, with Adams–Bashforth warm-up (orders 1, 2, … on the first steps):
+def integrator_plan(process, ts: torch.Tensor, order: int, noise: float, kt: str, extrapolate: str) -> dict:
+    """Per-step coefficients for a grid, stacked over steps (host float64, cached per grid), with
+    Adams–Bashforth warm-up (orders 1, 2, … on the first steps; the unused history weights are zero):
     deterministic ε-steps for λ = 0, stochastic x̂_0-steps (expint_stochastic.py) for λ > 0."""
     variable = {"t": lambda t: t, "tau": process.tau, "log_t": torch.log}[extrapolate]
 
     def build():
-        param = noise_parametrisation(process, kt) if noise == 0 else None
-        plan = []
+        if noise > 0:  # all steps in one batched solve; x̂_0 = E[x_0|z] at each grid time
+            plan = stochastic_steps(process, ts, order, noise, variable)
+            plan["r_inv"], plan["p"], plan["phi"] = tweedie_projection(process, ts[:-1])
+            return plan
+        steps = []
         for i in range(len(ts) - 1):
             history = ts[max(0, i + 1 - order) : i + 1].flip(0)  # t_i, t_{i−1}, …
-            t, t_next = float(ts[i]), float(ts[i + 1])
-            if noise > 0:
-                plan.append(stochastic_step(process, t, t_next, history, noise, variable))
-            else:
-                plan.append(step_coefficients(process, param, t, t_next, history, variable))
+            steps.append(step_coefficients(process, param, float(ts[i]), float(ts[i + 1]), history, variable))
+        plan = {name: stack_padded([step[name] for step in steps], order) for name in steps[0]}
+        plan.update(param.step_constants(ts[:-1]))
         return plan
 
+    param = noise_parametrisation(process, kt) if noise == 0 else None
     key = ("plan", process_key(process), tuple(ts.tolist()), order, float(noise), kt, extrapolate)
     return cached(key, build)
+
+
+def stack_padded(values: list[torch.Tensor], order: int) -> torch.Tensor:
+    """Stack per-step tensors; history weights (``W``, ``V``: p ≤ order rows) are zero-padded to ``order``."""
+    first = values[0]
+    if all(v.shape == first.shape for v in values):
+        return torch.stack(values)
+    out = first.new_zeros((len(values), order, *first.shape[1:]))
+    for i, v in enumerate(values):
+        out[i, : v.shape[0]] = v
+    return out
 
 
 def check_options(order, noise, kt, extrapolate) -> None:
@@ -237,25 +246,29 @@ def exponential_integrator(
     n = steps_for_budget(check_nfe(nfe), 1, denoise)
     ts = time_grid(process, n, grid)
     param = noise_parametrisation(process, kt) if noise == 0 else None
-    plan = integrator_plan(process, ts, order, float(noise), kt, extrapolate)
+    ref = prior_z.new_empty((), dtype=F64)  # the device (and float64) every plan tensor moves to, once
+    plan = {
+        name: like(value, ref) for name, value in integrator_plan(process, ts, order, noise, kt, extrapolate).items()
+    }
     z, history = prior_z, []
-    for i, step in enumerate(plan):
-        t = float(ts[i])
+    for i in range(n):
+        t, step = float(ts[i]), {name: value[i] for name, value in plan.items()}
         if noise > 0:  # z' = Ψ z + Σ_j V_j x̂_0,j + C^{1/2} ξ
-            history = [data_posterior_mean(process, z, score(z, t), t)] + history[: order - 1]
+            projection = (step["r_inv"], step["p"], step["phi"])
+            history = [data_posterior_mean(process, z, score(z, t), t, projection)] + history[: order - 1]
             z_next = apply_blocks(step["Psi"], z.to(F64)) + apply_blocks(step["root"], noise_like(z, generator).to(F64))
             for V_j, x0_j in zip(step["V"], history):
-                z_next = z_next + torch.einsum("i,b...->bi...", V_j, x0_j)
+                z_next = z_next + spread_blocks(V_j, x0_j)
             z = z_next.to(prior_z.dtype)
             continue
-        eps, x0 = param.from_network(z, direct(z, t), t) if direct else param.to_eps(z, score(z, t), t)  # float64
+        eps, x0 = param.from_network(z, direct(z, t), step) if direct else param.to_eps(z, score(z, t), step)
         history = [eps] + history[: order - 1]
         if x0 is None:  # z' = Φ z + Σ_j W_j ε_j
             z_next = apply_blocks(step["Phi"], z.to(F64))
             for W_j, eps_j in zip(step["W"], history):
                 z_next = z_next + apply_blocks(W_j, eps_j)
         else:  # same update, written as z' = φ' x̂_0 + R' ε_0 + Σ_{j≥1} W_j (ε_j − ε_0)
-            z_next = torch.einsum("i,b...->bi...", step["phi_next"], x0) + apply_blocks(step["base"], eps)
+            z_next = spread_blocks(step["phi_next"], x0) + apply_blocks(step["base"], eps)
             for W_j, eps_j in zip(step["W"][1:], history[1:]):
                 z_next = z_next + apply_blocks(W_j, eps_j - eps)
         z = z_next.to(prior_z.dtype)

@@ -50,7 +50,9 @@ def probability_flow(
             t = min(max(float(t), process.t_min), process.t_max)
             return pf_ode_velocity(process, score, y.reshape(shape), t).reshape(-1)
 
-        z = odeint(f, z.reshape(-1), t_span.to(z.dtype), rtol=rtol, atol=atol, method=method)[-1].reshape(shape)
+        z = odeint(f, z.reshape(-1), t_span.to(device=z.device, dtype=z.dtype), rtol=rtol, atol=atol, method=method)[
+            -1
+        ].reshape(shape)
         t_end = process.t_min
     elif method in ("euler", "heun"):
         per_step = 1 if method == "euler" else 2

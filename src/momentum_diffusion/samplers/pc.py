@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..processes.core import apply_blocks, psd_sqrt
+from ..processes.core import apply_blocks, like, psd_sqrt, spread_blocks
 from .base import (
     CountingScore,
     SamplerConfigError,
@@ -32,11 +32,6 @@ def langevin_step_size(alpha: float, snr: float, noise, grad, per_sample: bool):
     return 2 * alpha * (snr * norm(noise, per_sample) / norm(grad, per_sample).clamp_min(1e-12)) ** 2
 
 
-def corrector_alpha(process, dtau: float) -> float:
-    """score_sde's α_i (1 − β_i for VP, 1 for VE), generalised as Φ_kk(Δτ)² of one step."""
-    return float(process.sde.transition(torch.tensor(dtau, dtype=torch.float64))[0][-1, -1] ** 2)
-
-
 PREDICTORS = ("auto", "reverse_diffusion", "euler_maruyama")
 
 
@@ -53,17 +48,35 @@ def resolve_predictor(process, predictor: str) -> str:
     return predictor
 
 
-def predictor_step(process, kind: str, z, s, dtau: float, generator):
-    """One reverse step over Δτ: Euler–Maruyama, or score_sde's reverse diffusion generalised to blocks:
-    z ← z − (Φ − I) z + Σ_h[:, k] s + Σ_h^{1/2} ξ with Φ, Σ_h the exact forward transition of the step."""
-    if kind == "euler_maruyama":
-        return euler_maruyama_step(process, z, s, dtau, generator)
-    if kind == "reverse_diffusion":
-        Phi, Sigma = process.sde.transition(torch.tensor(dtau, dtype=torch.float64))
-        z_mean = 2 * z - apply_blocks(Phi, z)
-        z_mean += torch.einsum("i,b...->bi...", Sigma[:, -1].to(z.dtype), s)
-        return z_mean + apply_blocks(psd_sqrt(Sigma), noise_like(z, generator))
-    raise SamplerConfigError(f"unknown predictor '{kind}'; choose euler_maruyama or reverse_diffusion")  # after resolve
+class PredictorPlan:
+    """The predictor's per-step constants and the corrector's α over a time grid (host float64, built once
+    before the loop and moved to the state's device once; the loop only indexes them).
+
+    α_i = Φ_kk(Δτ_i)²: score_sde's α (1 − β_i for VP, 1 for VE) generalised to one step of the block process.
+    Reverse diffusion (score_sde's predictor, generalised to blocks): z ← (2I − Φ) z + Σ_h[:, k] s + Σ_h^{1/2} ξ
+    with Φ, Σ_h the exact forward transition of the step. Euler–Maruyama: ``em.euler_maruyama_step``.
+    """
+
+    def __init__(self, process, kind: str, taus: torch.Tensor):
+        self.process, self.kind = process, kind
+        dtaus = taus[:-1] - taus[1:]
+        Phi, Sigma = process.sde.transition(dtaus)
+        self.dtaus, self.alphas = dtaus.tolist(), (Phi[:, -1, -1] ** 2).tolist()
+        self.matrices = {}
+        if kind == "reverse_diffusion":
+            eye = torch.eye(process.order, dtype=torch.float64)
+            self.matrices = {"mean": 2 * eye - Phi, "score_col": Sigma[:, :, -1], "root": psd_sqrt(Sigma)}
+
+    def to(self, z: torch.Tensor) -> PredictorPlan:
+        self.matrices = {name: like(m, z) for name, m in self.matrices.items()}
+        return self
+
+    def step(self, i: int, z, s, generator):
+        if self.kind == "euler_maruyama":
+            return euler_maruyama_step(self.process, z, s, self.dtaus[i], generator)
+        m = {name: like(value, z)[i] for name, value in self.matrices.items()}
+        z_mean = apply_blocks(m["mean"], z) + spread_blocks(m["score_col"], s)
+        return z_mean + apply_blocks(m["root"], noise_like(z, generator))
 
 
 @sampler("pc")
@@ -88,17 +101,16 @@ def predictor_corrector(
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
     ts = time_grid(process, n, grid)
-    taus = process.tau(ts)
+    plan = PredictorPlan(process, predictor, process.tau(ts)).to(prior_z)
     z = prior_z.clone()  # the corrector updates in place; the caller's prior stays untouched
     for i in range(n):
-        t, dtau = float(ts[i]), float(taus[i] - taus[i + 1])
-        alpha = corrector_alpha(process, dtau)
+        t, alpha = float(ts[i]), plan.alphas[i]
         for _ in range(n_corrector):
             g = score(z, t)
             xi = noise_like(g, generator)
             eps = langevin_step_size(alpha, snr, xi, g, per_sample_norm)
             z[:, -1] += eps * g + (2 * eps) ** 0.5 * xi
-        z = predictor_step(process, predictor, z, score(z, t), dtau, generator)
+        z = plan.step(i, z, score(z, t), generator)
     if denoise:
         z = final_denoise(process, score, z, float(ts[-1]), denoise)
     return z, score.count

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..processes.core import apply_blocks, psd_sqrt
+from ..processes.core import apply_blocks, combine_blocks, like, psd_sqrt
 from .base import (
     CountingScore,
     SamplerConfigError,
@@ -32,19 +32,20 @@ from .base import (
 
 
 class ExactLinearFlow:
-    """Exact transitions of the reverse linear part over Δτ (cached per Δτ; uniform grids reuse them)."""
+    """Exact transitions of the reverse linear part for a list of Δτ (host float64, batched, built before the
+    loop and moved to the state's device once): ``flow(z, j, generator)`` applies the j-th."""
 
-    def __init__(self, process):
-        self.sde = process.sde.time_reversed_linear_part()
-        self.cache: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+    def __init__(self, process, dtaus: list[float]):
+        sde = process.sde.time_reversed_linear_part()
+        Phi, Sigma = sde.transition(torch.tensor(dtaus, dtype=torch.float64))
+        self.Phi, self.root = Phi, psd_sqrt(Sigma)
 
-    def __call__(self, z, dtau: float, generator):
-        key = round(dtau, 15)
-        if key not in self.cache:
-            Phi, Sigma = self.sde.transition(torch.tensor(dtau, dtype=torch.float64))
-            self.cache[key] = (Phi, psd_sqrt(Sigma))
-        Phi, root = self.cache[key]
-        return apply_blocks(Phi, z) + apply_blocks(root, noise_like(z, generator))
+    def to(self, z: torch.Tensor) -> ExactLinearFlow:
+        self.Phi, self.root = like(self.Phi, z), like(self.root, z)
+        return self
+
+    def __call__(self, z, j: int, generator):
+        return apply_blocks(self.Phi[j], z) + apply_blocks(self.root[j], noise_like(z, generator))
 
 
 def score_remainder_step(process, score, z, t: float, dtau: float, remainder: str, precision_row: torch.Tensor):
@@ -52,7 +53,7 @@ def score_remainder_step(process, score, z, t: float, dtau: float, remainder: st
     (2 NFE; with the Strang composition the whole step is then second order). ``precision_row`` = (Σ∞⁻¹)_k."""
 
     def velocity(y):
-        return process.noise_scale * (score(y, t) + torch.einsum("i,bi...->b...", precision_row, y))
+        return process.noise_scale * (score(y, t) + combine_blocks(precision_row, y))
 
     k1 = velocity(z)
     out = z.clone()
@@ -70,21 +71,26 @@ def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmet
         raise SamplerConfigError(f"unknown remainder '{remainder}'; choose {' or '.join(REMAINDERS)}")
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), REMAINDERS[remainder], denoise)
-    ts = time_grid(process, n, grid)
-    linear = ExactLinearFlow(process)
-    precision_row = torch.linalg.inv(process.sde.stationary_cov)[-1].to(prior_z.dtype)
+    ts = time_grid(process, n, grid).tolist()
+    # the linear sub-steps in the order they are taken: two half steps (Strang) or one full step per step
+    t_mid = [0.5 * (t + t_next) for t, t_next in zip(ts[:-1], ts[1:])]
+    taus, tau_mid = process.tau(torch.tensor(ts)).tolist(), process.tau(torch.tensor(t_mid)).tolist()
+    if symmetric:
+        dtaus = [d for i in range(n) for d in (taus[i] - tau_mid[i], tau_mid[i] - taus[i + 1])]
+    else:
+        dtaus = [taus[i] - taus[i + 1] for i in range(n)]
+    linear = ExactLinearFlow(process, dtaus).to(prior_z)
+    precision_row = like(torch.linalg.inv(process.sde.stationary_cov)[-1], prior_z)
     z = prior_z
     for i in range(n):
-        t, t_next = float(ts[i]), float(ts[i + 1])
-        dtau = float(process.tau(t) - process.tau(t_next))
+        dtau = taus[i] - taus[i + 1]
         if symmetric:
-            t_mid = 0.5 * (t + t_next)
-            z = linear(z, float(process.tau(t) - process.tau(t_mid)), generator)
-            z = score_remainder_step(process, score, z, t_mid, dtau, remainder, precision_row)
-            z = linear(z, float(process.tau(t_mid) - process.tau(t_next)), generator)
+            z = linear(z, 2 * i, generator)
+            z = score_remainder_step(process, score, z, t_mid[i], dtau, remainder, precision_row)
+            z = linear(z, 2 * i + 1, generator)
         else:
-            z = score_remainder_step(process, score, z, t, dtau, remainder, precision_row)
-            z = linear(z, dtau, generator)
+            z = score_remainder_step(process, score, z, ts[i], dtau, remainder, precision_row)
+            z = linear(z, i, generator)
     if denoise:
         z = final_denoise(process, score, z, float(ts[-1]), denoise)
     return z, score.count
