@@ -3,9 +3,9 @@ Python process: each case goes through the script's own ``__main__`` path (``che
 Hydra main), with its stderr captured and its exit code recorded. One interpreter start-up and one import
 of torch/Lightning/Hydra for the whole battery instead of one per case.
 
-    python tests/cli_battery.py CASES.json RESULTS.json
+    python tests/cli_battery.py CASES.json RESULTS.json     (or run_battery(cases, tmp_path) from a test)
 
-CASES.json: a list of [script, [args…]]; RESULTS.json: a list of {"code": int, "stderr": str}.
+CASES.json: a list of [script, [args…]]; RESULTS.json: a list of {"code": int, "stderr": str, "seconds": float}.
 """
 
 from __future__ import annotations
@@ -55,6 +55,27 @@ def run_case(script, args: list[str]) -> dict:
             traceback.print_exc(file=err)
             code = 1
     return {"code": code, "stderr": err.getvalue(), "seconds": round(time.perf_counter() - start, 3)}
+
+
+def run_battery(cases, workdir: Path, cwd: Path = REPO, timeout: int = 600) -> list[dict]:
+    """Run [(script, args, …), …] in one subprocess; one {"code", "stderr", "seconds"} per case."""
+    import subprocess
+
+    workdir = Path(workdir)
+    (workdir / "battery_cases.json").write_text(json.dumps([[c[0], list(c[1])] for c in cases]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", WANDB_MODE="offline")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, __file__, str(workdir / "battery_cases.json"), str(workdir / "battery_results.json")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"the battery runner failed:\n{proc.stderr[-3000:]}")
+    return json.loads((workdir / "battery_results.json").read_text())
 
 
 def main() -> None:

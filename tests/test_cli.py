@@ -7,12 +7,12 @@ import hashlib
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_battery import run_battery
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = [
@@ -169,14 +169,15 @@ def test_bad_input_battery_one_clear_line_no_traceback_nothing_lost(trained, tmp
     before = digest(ckpt)
     failures = []
     cases = bad_inputs(ckpt, tmp_path)
-    with ThreadPoolExecutor(max_workers=2) as pool:  # each case is a separate process start-up
-        procs = list(pool.map(lambda case: run(case[0], *case[1], check=False), cases))
-    for (script, args, expected), proc in zip(cases, procs):
-        ok = proc.returncode != 0 and "Traceback" not in proc.stderr and expected in proc.stderr
+    # One process runs every case through the scripts' own __main__ path (tests/cli_battery.py): one start-up
+    # instead of one per case. Sequential, so the cases may share the run directory `out`.
+    results = run_battery(cases, tmp_path)
+    for (script, args, expected), r in zip(cases, results):
+        ok = r["code"] != 0 and "Traceback" not in r["stderr"] and expected in r["stderr"]
         if "Available options" not in expected and "nonexistent_key" not in expected:
-            ok = ok and len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+            ok = ok and len(r["stderr"].strip().splitlines()) == 1 and r["stderr"].startswith("error: ")
         if not ok:
-            failures.append(f"{script} {args}: rc={proc.returncode}\n{proc.stderr[-800:]}")
+            failures.append(f"{script} {args}: rc={r['code']}\n{r['stderr'][-800:]}")
     assert not failures, "\n\n".join(failures)
     assert digest(ckpt) == before
     assert not (tmp_path / "out" / "samples.npz").exists()

@@ -395,6 +395,18 @@ def test_killed_cli_run_resumes_exactly(sig, cli_straight, tmp_path):
             assert torch.equal(v, ckpt["optimizer_states"][0]["state"][i][k]), f"Adam {k}"
 
 
+@pytest.mark.slow
+def test_ctrl_c_on_the_cli_saves_and_exits_with_the_requeue_code(tmp_path):
+    """Item 8 through src/train.py: SIGINT as Ctrl-C sends it; saved, said so, exit code 75 (not 1)."""
+    proc = cli(f"trainer.max_steps={CLI_STEPS}", "callbacks.checkpoint.every_n_train_steps=3", out=tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    wait_for(last, proc)
+    proc.send_signal(signal.SIGINT)
+    code, log, err = finish(proc)
+    assert code == PREEMPTED_EXIT_CODE and "SIGINT received: saved" in log, err[-2000:]
+    assert 3 <= load_checkpoint(last)["global_step"] < CLI_STEPS
+
+
 def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(tmp_path):
     # lr 1e30: every update would blow the weights up (1e28); each is undone and counted as a bad step
     code, _, err = finish(
@@ -558,7 +570,7 @@ def _digest(path: Path) -> str:
 def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(tmp_path):
     """Items 2, 3, 5, 7 (stale temporaries), 9, 10 and the one-line section of issue 18, through the real
     entry points (their __main__ path: check_output_dir, then Hydra), all in one subprocess."""
-    import json
+    from cli_battery import run_battery
 
     from momentum_diffusion.cli.common import lock_run_dir, release_run_dir
 
@@ -610,25 +622,14 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(tmp_path)
     if not torch.cuda.is_available():
         cases.append(("sample.py", [f"ckpt={ckpt}", "device=cuda", out], "device=cuda"))
     hydra_rejects = [("train.py", [*gmm, "nonexistent_key=1", f"hydra.run.dir={tmp_path / 'rejected'}"])]
-    (tmp_path / "cases.json").write_text(json.dumps([c[:2] for c in cases] + hydra_rejects))
     before = _digest(ckpt)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     lock_run_dir(locked)  # another run holds this directory
     try:
-        env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", WANDB_MODE="offline", PYTHONPATH=str(REPO))
-        proc = subprocess.run(
-            [sys.executable, str(REPO / "tests" / "cli_battery.py"), str(tmp_path / "cases.json"), str(tmp_path / "r")],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        results = run_battery(cases + hydra_rejects, tmp_path, cwd=cwd)
     finally:
         release_run_dir(locked)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((tmp_path / "r").read_text())
     failures = []
     for (script, args, expected), r in zip(cases, results):
         lines = r["stderr"].strip().splitlines()
