@@ -16,7 +16,8 @@ is X (N×F), the strict upper triangle of A and the node mask m. The network
    learned *linear* map of that coordinate's own k block values, ε̂ = Σ_i c_i(t) z_i + d(t) m_true: the exact
    form of E[ε | z] for point-mass data (padded entries are 0, m is known), so those coordinates are pulled
    to their data values and never feed back into the graph part. On the graph coordinates a second linear
-   map of the same form is a skip connection added to the GNN output (the GNN learns the residual).
+   map of the same form plus a per-block offset (X, A) is a skip connection added to the GNN output: the
+   Gaussian part of the score, with the data mean; the GNN learns the residual.
 
 Permutation equivariance: every layer is node-permutation equivariant (GCN, attention, edge-wise MLPs,
 readout), and the flat layout only stores the upper triangle of a symmetric matrix.
@@ -169,12 +170,12 @@ class GraphScoreNetwork(nn.Module):
         # off-mask coordinates: ε̂ = Σ_i c_i(t) z_i + d(t) m_true per output block
         # and on graph coordinates a linear skip ε̂ = Σ_i c'_i(t) z_i + GNN residual (the Gaussian part of the
         # score: at large t the residual is ~0, so sampling is stable from the first training steps)
-        self.pad_head = mlp([time_dim, 64, O * (k + 1) + O * k], act=nn.SiLU)
+        self.pad_head = mlp([time_dim, 64, O * (k + 1) + O * (k + 2)], act=nn.SiLU)
         nn.init.zeros_(self.pad_head[-1].weight)
         with torch.no_grad():  # start at ε̂ = z_k (exact for unit-variance noise around 0): a pull to 0, never 0
             bias = self.pad_head[-1].bias
             bias[: O * (k + 1)].view(O, k + 1)[:, k - 1] = 1.0
-            bias[O * (k + 1) :].view(O, k)[:, k - 1] = 1.0
+            bias[O * (k + 1) :].view(O, k + 2)[:, k - 1] = 1.0
         self.register_buffer("node_count_hist", torch.zeros(max_nodes + 1, dtype=torch.float64))
         self._mask: torch.Tensor | None = None
 
@@ -257,9 +258,11 @@ class GraphScoreNetwork(nn.Module):
         O, k = self.out_blocks, self.k
         heads = self.pad_head(tf)
         coef = heads[:, : O * (k + 1)].view(B, O, k + 1)
-        skip = heads[:, O * (k + 1) :].view(B, O, k)
+        skip = heads[:, O * (k + 1) :].view(B, O, k + 2)
         m_true = torch.cat([torch.zeros(B, L.dim - L.n, device=z.device, dtype=z.dtype), m], -1)
         pad_eps = torch.einsum("boi,bid->bod", coef[..., :k], zz) + coef[..., k:] * m_true[:, None]
-        graph_eps = graph_eps + torch.einsum("boi,bid->bod", skip, zz)
+        part = torch.zeros(2, L.dim, device=z.device, dtype=z.dtype)  # indicator of the X and the A coordinates
+        part[0, L.x_slice], part[1, L.a_slice] = 1, 1
+        graph_eps = graph_eps + torch.einsum("boi,bid->bod", skip[..., :k], zz) + skip[..., k:] @ part
         valid = L.valid(m)[:, None]
         return (valid * graph_eps + (1 - valid) * pad_eps).reshape(B, -1)
