@@ -580,6 +580,10 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(tmp_path)
     state = torch.load(ckpt, weights_only=False)
     state["state_dict"][next(k for k in state["state_dict"] if k.startswith("ema."))].view(-1)[0] = float("nan")
     torch.save(state, tmp_path / "nan.ckpt")
+    for k, v in state["state_dict"].items():  # finite weights whose samples are not (1e30 x the EMA weights)
+        if k.startswith("ema.") and v.is_floating_point():
+            v.nan_to_num_(0.0).mul_(1e30)
+    torch.save(state, tmp_path / "huge.ckpt")
     (tmp_path / "huge_mean.yaml").write_text("name: huge\ndim: 2\ncomponents:\n- weight: 1\n  mean: [1e300, 0]\n  std: 1\n")
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -596,13 +600,14 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(tmp_path)
         ("sample.py", [f"ckpt={tmp_path / 'nan.ckpt'}", out], "non-finite weights (ema."),  # 5
         ("evaluate.py", [f"ckpt={tmp_path / 'nan.ckpt'}", out], "non-finite weights (ema."),  # 5
         ("train.py", [*gmm, f"ckpt_path={tmp_path / 'nan.ckpt'}", out], "non-finite weights"),  # 5
+        ("sample.py", [f"ckpt={tmp_path / 'huge.ckpt'}", "sampler.nfe=4", "n_samples=4", out], "4 of 4 samples"),  # 5
+        ("evaluate.py", [f"ckpt={tmp_path / 'huge.ckpt'}", "sampler.nfe=4", "n_samples=4", out], "non-finite"),  # 5
         ("train.py", [*gmm, "seed=abc", f"hydra.run.dir={stale}"], "seed"),  # 7: stale temporary removed
         ("sample.py", [f"ckpt={ckpt}", "n_samples=0", f'hydra.run.dir="{spaced}"'], "n_samples"),  # 9
         ("train.py", [*gmm, "model.hidden=64", f"ckpt_path={ckpt}", out], "model.hidden: checkpoint 32 vs config 64"),
         ("train.py", [*gmm, "diffusion.beta=8", f"ckpt_path={ckpt}", out], "diffusion.beta: checkpoint 4.0 vs config 8"),
         ("train.py", [*gmm, "model.hidden=64", "allow_identity_change=true", f"ckpt_path={ckpt}", out], "model.hidden"),
         ("train.py", [*gmm, "seed=1.5", out], "seed"),
-        ("train.py", [*gmm, "seed=abc", out], "seed"),
         ("train.py", [*gmm, "seed=-1", out], "seed"),
         ("benchmark.py", ["seed=1.5", out], "seed"),
         ("sample.py", [f"ckpt={ckpt}", "seed=1.5", out], "seed"),
@@ -618,10 +623,16 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(tmp_path)
         ("benchmark.py", ["batch_size=0", out], "batch_size"),
         ("sample.py", [out], "ckpt"),
         ("benchmark.py", [f"gmm={tmp_path / 'huge_mean.yaml'}", "sampler.nfe=5", out], "mean"),
+        ("benchmark.py", ["sampler.nfe=[]", out], "sampler.nfe"),  # the NFE knob (issue 14) validates lists too
+        ("evaluate.py", [f"ckpt={ckpt}", "sampler.nfe=[]", out], "sampler.nfe"),
     ]
     if not torch.cuda.is_available():
         cases.append(("sample.py", [f"ckpt={ckpt}", "device=cuda", out], "device=cuda"))
-    hydra_rejects = [("train.py", [*gmm, "nonexistent_key=1", f"hydra.run.dir={tmp_path / 'rejected'}"])]
+    hydra_rejects = [  # Hydra's own composition errors (several lines, no traceback), before any work
+        ("train.py", [*gmm, "nonexistent_key=1", f"hydra.run.dir={tmp_path / 'rejected'}"], "nonexistent_key"),
+        ("benchmark.py", ["nfe=5", out], "'nfe'"),  # the old top-level knob is gone: sampler.nfe
+        ("evaluate.py", [f"ckpt={ckpt}", "nfe=[]", out], "'nfe'"),
+    ]
     before = _digest(ckpt)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -637,7 +648,8 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(tmp_path)
         if not ok:
             failures.append(f"{script} {' '.join(args)}: code {r['code']}\n{r['stderr'][-1500:]}")
     assert not failures, "\n\n".join(failures)
-    assert results[-1]["code"] != 0 and "nonexistent_key" in results[-1]["stderr"]
+    for (script, args, expected), r in zip(hydra_rejects, results[len(cases) :]):
+        assert r["code"] != 0 and expected in r["stderr"] and "Traceback" not in r["stderr"], (script, args, r)
     assert _digest(ckpt) == before  # nothing lost
     assert (locked / "config.yaml").read_text() == "the other run's config\n" and not (locked / ".hydra").exists()
     assert not (stale / "checkpoints" / ".last.ckpt.tmp999999999").exists()

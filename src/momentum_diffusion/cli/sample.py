@@ -53,8 +53,9 @@ def draw_samples(module, n: int, batch_size: int, seed: int, sampler=None, descr
             module.score_fn = base_score
     bad = int((~x.flatten(1).isfinite().all(1)).sum()) if x.numel() else 0
     if bad:  # never write or score NaN samples (they made evaluate.py fail with "Eigenvalues did not converge")
+        name = getattr(getattr(sampler, "func", sampler), "sampler_name", type(sampler).__name__)
         raise UserError(
-            f"{bad} of {n} samples are non-finite ({description}, NFE {nfe}); nothing written for them: "
+            f"{bad} of {n} samples are non-finite (sampler {name}, NFE {nfe}); nothing written or scored: "
             "try a larger sampler.nfe or another sampler"
         )
     return x, nfe
