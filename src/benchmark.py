@@ -1,14 +1,16 @@
-"""python src/benchmark.py gmm=SPEC diffusion=NAME sampler=NAME 'sampler.nfe=[…]' n_samples=N seed=S (conf/benchmark.yaml)."""
+"""python src/benchmark.py gmm=SPEC diffusion=NAME sampler=NAME 'sampler.nfe=[…]' n_samples=N (conf/benchmark.yaml)."""
 
 import hydra
 
 from momentum_diffusion.cli.benchmark import benchmark
 from momentum_diffusion.cli.common import check_output_dir
+from momentum_diffusion.cli.tuning import objective
 
 
 @hydra.main(config_path="../conf", config_name="benchmark", version_base="1.3")
 def main(cfg):
-    benchmark(cfg)
+    rows = benchmark(cfg)
+    return objective(rows, cfg.get("tune_metric"))  # the value hydra/sweeper=tune minimises
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from .common import (
     to_dict,
     validate_train_config,
 )
+from .launch import check_strategy
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig):
     claim_run_dir(HydraConfig.get().runtime.output_dir)  # one run per directory; stale save temporaries removed
     validate_train_config(cfg)  # seed, threads, optim.*: one line naming the key
+    check_strategy(cfg.trainer)  # a bad trainer.strategy: one line, before any work
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))

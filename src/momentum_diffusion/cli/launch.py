@@ -1,0 +1,37 @@
+"""Multi-device settings checked before any work: the trainer's strategy, in one line."""
+
+from __future__ import annotations
+
+import importlib
+
+from .common import UserError
+
+PRESETS = "trainer=ddp (one node) | ddp_multinode (trainer.num_nodes) | ddp_cpu (gloo)"
+
+
+def check_strategy(trainer_cfg) -> None:
+    """``trainer.strategy`` is a Lightning strategy name or a ``_target_`` that imports; else one line."""
+    strategy = trainer_cfg.get("strategy") if trainer_cfg is not None else None
+    if strategy is None:
+        return
+    if isinstance(strategy, str):
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        names = ["auto", *StrategyRegistry.available_strategies()]
+        if strategy not in names:
+            common = [n for n in names if n in ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed", "single_device")]
+            raise UserError(
+                f"trainer.strategy={strategy!r} is not a Lightning strategy (e.g. {', '.join(common)}); "
+                f"or use {PRESETS}"
+            )
+        return
+    target = strategy.get("_target_") if hasattr(strategy, "get") else None
+    if target is None:
+        return
+    module, _, name = str(target).rpartition(".")
+    try:
+        found = hasattr(importlib.import_module(module), name) if module else False
+    except ImportError:
+        found = False
+    if not found:
+        raise UserError(f"trainer.strategy._target_={target!r} cannot be imported; use {PRESETS}")

@@ -1,0 +1,110 @@
+"""Cluster launchers and the tuning sweeper: configs compose (plugins are optional extras: [slurm], [tune]),
+submitit_local and Optuna actually run (slow), and a bad strategy name is one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(args)}:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def compose_with_hydra(name: str, *overrides: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose(name, overrides=list(overrides), return_hydra_config=True)
+
+
+def test_slurm_launcher_composes_with_cfg_hydra():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the [slurm] extra is not installed")
+    proc = run("src/train.py", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
+    launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert launcher["partition"] == "gpu" and launcher["timeout_min"] > 0 and launcher["array_parallelism"] > 0
+
+
+def test_multirun_ddp_on_slurm_is_one_task_per_gpu():
+    """The README's multi-node command: 2 nodes × 8 GPUs, tasks_per_node follows gpus_per_node."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the [slurm] extra is not installed")
+    cfg = compose_with_hydra(
+        "train",
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.nodes=2",
+        "hydra.launcher.gpus_per_node=8",
+        "trainer=ddp_multinode",
+        "trainer.num_nodes=2",
+        "trainer.devices=8",
+    )
+    launcher = cfg.hydra.launcher
+    assert launcher.nodes == cfg.trainer.num_nodes == 2
+    assert launcher.gpus_per_node == launcher.tasks_per_node == cfg.trainer.devices == 8
+    assert cfg.trainer.strategy._target_.endswith("DDPStrategy") and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.trainer.use_distributed_sampler is False  # the loaders shard themselves (data/sampling.py)
+
+
+def test_optuna_sweeper_composes_for_the_benchmark():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the [tune] extra is not installed")
+    cfg = compose_with_hydra("benchmark", "hydra/sweeper=tune", "sampler=pc", "sampler.nfe=20")
+    assert cfg.hydra.sweeper.custom_search_space == "momentum_diffusion.cli.tuning.search_space"
+    assert cfg.hydra.sweeper.direction == "minimize" and cfg.tune_metric == "mode_kl"
+
+
+def test_search_space_tunes_the_samplers_free_parameter():
+    from omegaconf import OmegaConf
+
+    from momentum_diffusion.cli.tuning import objective, search_space
+
+    class Trial:
+        def __init__(self):
+            self.params = {}
+
+        def suggest_float(self, name, low, high, log=False):
+            self.params[name] = (low, high, log)
+
+    for sampler, key in (("pc", "sampler.snr"), ("ams", "sampler.snr"), ("expint", "sampler.noise")):
+        trial = Trial()
+        search_space(compose_with_hydra("benchmark", f"sampler={sampler}"), trial)
+        assert list(trial.params) == [key]
+    with pytest.raises(ValueError, match="no tuned parameter"):
+        search_space(OmegaConf.create({"sampler": {"_target_": "momentum_diffusion.samplers.sscs"}}), Trial())
+    assert objective([{"mode_kl": 0.1}, {"mode_kl": 0.001}], "mode_kl") == pytest.approx(-2.0)
+    assert objective([{"mode_kl": float("nan")}], "mode_kl") == 9.0 and objective([], None) is None
+
+
+def test_bad_strategy_name_is_one_line(tmp_path):
+    proc = run("src/train.py", "+trainer.strategy=dpp", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "trainer.strategy='dpp'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_job(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the [slurm] extra is not installed")
+    sweep = tmp_path / "sweep"
+    args = ["hydra/launcher=submitit_local", "gmm=ring8_2d", "diffusion=vp", "sampler=em", "n_samples=100"]
+    run("src/benchmark.py", "-m", *args, "sampler.nfe=4", f"hydra.sweep.dir={sweep}")
+    assert len(list(sweep.glob("*/results.csv"))) == 1
+
+
+@pytest.mark.slow
+def test_optuna_tunes_pc_snr_on_the_exact_score_benchmark(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the [tune] extra is not installed")
+    sweep = tmp_path / "tune"
+    args = ["hydra/sweeper=tune", "hydra.sweeper.n_trials=3", "gmm=ring8_2d", "diffusion=vp", "sampler=pc"]
+    run("src/benchmark.py", "-m", *args, "sampler.nfe=10", "n_samples=300", f"hydra.sweep.dir={sweep}")
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert 0.01 <= best["best_params"]["sampler.snr"] <= 0.6
+    assert len(list(sweep.glob("*/results.csv"))) == 3
