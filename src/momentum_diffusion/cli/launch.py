@@ -1,4 +1,4 @@
-"""Multi-device settings checked before any work: the trainer's strategy, in one line."""
+"""Run-level settings: the trainer's strategy checked before any work (one line); the CSV logger always on."""
 
 from __future__ import annotations
 
@@ -35,3 +35,13 @@ def check_strategy(trainer_cfg) -> None:
         found = False
     if not found:
         raise UserError(f"trainer.strategy._target_={target!r} cannot be imported; use {PRESETS}")
+
+
+def with_csv_logger(loggers: list, save_dir) -> list:
+    """The loggers, plus a CSVLogger writing ``save_dir/logs/metrics.csv`` when none is configured (e.g. a
+    ``logger=wandb`` run with ``logger.csv=null``): the CSV log is what sweep reports and resumes read."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    if any(isinstance(lg, CSVLogger) for lg in loggers):
+        return loggers
+    return [CSVLogger(save_dir=str(save_dir), name="logs", version=""), *loggers]

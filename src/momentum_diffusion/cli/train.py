@@ -25,7 +25,7 @@ from .common import (
     to_dict,
     validate_train_config,
 )
-from .launch import check_strategy
+from .launch import check_strategy, with_csv_logger
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def train(cfg: DictConfig):
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks.append(RankNoiseStreams(cfg.seed))  # DDP: seed + rank per process; no-op on one device
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
+    loggers = with_csv_logger(loggers, out_dir)  # the CSV log is always kept (logs/metrics.csv)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
     OmegaConf.save(cfg, out_dir / "config.yaml")
     log.info(
