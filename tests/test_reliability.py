@@ -429,18 +429,28 @@ def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(tm
 
 
 # ---- issue 18: no silent rollback, no silent wrong data, no garbage checkpoints ---------------------------
+class _DrawsAtTrainEnd(pl.Callback):
+    """Work at the end of training that draws from the global RNG (the end-of-run evaluation did, e.g. the
+    first-use training of the digits classifier). Lightning runs checkpoint callbacks last, so its
+    end-of-run checkpoint stored the RNG state after this draw, not the one of the last step."""
+
+    def on_train_end(self, trainer, pl_module):
+        torch.rand(1)
+
+
 def test_train_longer_from_the_end_of_run_checkpoint_is_bit_exact(tmp_path, tmp_path_factory):
     """Item 6: 10 steps end mid-epoch (7 batches per epoch; periodic saves at 4 and 8), then 'train longer'
-    to 16 gives the straight 16-step run. Lightning marked the epoch completed in the end-of-run checkpoint
-    (the continued run skipped the rest of the epoch's data), and after a periodic save it did not write
-    the end-of-run state at all (last.ckpt stayed at step 8)."""
+    to 16 gives the straight 16-step run. Lightning wrote the end-of-run checkpoint in on_train_end, after
+    the other callbacks' end-of-training work and with the epoch marked completed, and after a periodic
+    save it did not write it at all (last.ckpt stayed at step 8)."""
     ta, ma, _ = straight_run("gmm", 16, tmp_path_factory)
     config = tiny_config("gmm")
-    fit(config, tmp_path / "b", 10, every_n=4)
+    fit(config, tmp_path / "b", 10, every_n=4, callbacks=[_DrawsAtTrainEnd()])
     ckpt = tmp_path / "b" / "checkpoints" / "last.ckpt"
     assert load_checkpoint(ckpt)["global_step"] == 10
     tc, mc = fit(config, tmp_path / "c", 16, ckpt_path=ckpt)
     assert_same_training_state((ta, ma), (tc, mc))
+    assert tc.current_epoch == ta.current_epoch  # the interrupted epoch was not counted as completed
 
 
 class _LrBlowUp(pl.Callback):
