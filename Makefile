@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# CPU wheel by default; on a GPU machine use e.g. `make install TORCH=torch` (pip picks the CUDA build).
-TORCH ?= torch==2.13.0
+# torch + torchvision pinned together (torch-fidelity, the FID Inception, needs torchvision); the wheels run on
+# CPU and GPU alike. Override e.g. `make install TORCH="torch==2.9.1 torchvision==0.24.1"` on aarch64.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .PHONY: install train test test-slow sample benchmark benchmark-fast report lint clean bench-network
@@ -11,8 +12,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev,fid]"
 	touch $(STAMP)
 
 install: $(STAMP)

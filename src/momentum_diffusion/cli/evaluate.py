@@ -11,7 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ..lightning.callbacks import write_rows
-from ..lightning.evaluation import evaluate_samples, save_preview
+from ..lightning.evaluation import evaluate_samples, save_preview, uses_fid
+from ..metrics.fid import FIDUnavailable, check_fid_available
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
 from .common import (
@@ -36,8 +37,8 @@ def evaluate(cfg: DictConfig):
     batch = check_positive_int("batch_size", cfg.batch_size)
     check_seed(cfg.seed)
     check_device(cfg.device)
-    if cfg.metric not in ("auto", "nll"):
-        raise UserError(f"metric must be auto or nll, got {cfg.metric!r}")
+    if cfg.metric not in ("auto", "fid", "nll"):
+        raise UserError(f"metric must be auto, fid or nll, got {cfg.metric!r}")
     module, config = module_from_checkpoint(cfg.ckpt, cfg.get("sampler"), cfg.device)
     sampler_cfg = run_sampler_config(cfg.get("sampler"), config.get("sampler")) or {}
     nfes = nfe_budgets(sampler_cfg.get("nfe"))  # sampler.nfe: one budget or a list (one row each)
@@ -47,18 +48,26 @@ def evaluate(cfg: DictConfig):
     datamodule = instantiate(config["data"])
     datamodule.prepare_data()
     datamodule.setup("fit")
+    settings = dict(cfg.get("metrics") or {})
+    if cfg.metric == "fid" and not uses_fid(datamodule):
+        raise UserError(f"metric=fid needs image data; {type(datamodule).__name__} is scored by metric=auto")
+    if uses_fid(datamodule) and cfg.metric != "nll":
+        try:  # before any sampling: one line naming the weights file and where to get it
+            check_fid_available(settings.get("inception_weights"))
+        except FIDUnavailable as exc:
+            raise UserError(str(exc)) from None
     rows = []
     for nfe in nfes:
         start = time.perf_counter()
         if cfg.metric == "nll":
             from ..metrics.likelihood import nll_bits_per_dim
 
-            x0 = datamodule.reference_data(n)
+            x0 = datamodule.reference_data(n).to(module.device)
             metrics, used = nll_bits_per_dim(module.process, module.score_fn(), x0, seed=cfg.seed)
         else:
             sampler = configure(module.sampler, nfe=nfe) if nfe is not None else module.sampler
             x, used = draw_samples(module, n, batch, cfg.seed, sampler, f"{sampler_name} NFE {nfe}")
-            metrics = evaluate_samples(datamodule, x, seed=cfg.seed)
+            metrics = evaluate_samples(datamodule, x, cfg.seed, module.device, settings)
             if x.dim() in (2, 4):  # DIR/samples/nfe<N>.png: grid (images) or scatter (vectors), for sweep reports
                 save_preview(x, out_dir / "samples" / f"nfe{nfe if nfe is not None else used}.png")
         rows.append(

@@ -138,6 +138,16 @@ class _ImageDataModule(pl.LightningDataModule):
         """Datasets (without augmentation) from which ``reference_data`` draws, in order."""
         raise NotImplementedError
 
+    def fid_id(self) -> str:
+        """Names the reference images for the FID statistics cache: data set, files (path, size, mtime) and
+        image size, so that other files under the same name never reuse another set's statistics."""
+        import hashlib
+
+        files = sorted(p for p in self.root.rglob("*") if p.is_file())
+        stamp = [str(self.root.resolve()), *(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)]
+        stamp.append(str(tuple(self.data_shape)))
+        return f"{type(self).__name__}-{hashlib.sha256(chr(10).join(stamp).encode()).hexdigest()[:12]}"
+
     def _reference_indices(self, n: int, generator: torch.Generator | None) -> list[tuple[int, int]]:
         """(dataset, item) pairs: the pool datasets in order (each shuffled by ``generator`` if given),
         then repetitions of the whole pool in a fixed permutation (seeded by ``seed``) while n is larger."""

@@ -11,7 +11,7 @@ import torch
 
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
-from .evaluation import evaluate_samples, save_preview
+from .evaluation import evaluate_samples, fid_available, save_preview
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,30 @@ class SampleEvaluation(pl.Callback):
         n_samples: int = 1000,
         seed: int = 0,
         out_dir: str | None = None,
+        metrics: dict | None = None,
     ):
         self.every_n_steps, self.n_samples, self.seed = every_n_steps, n_samples, seed
         self.out_dir = out_dir
+        self.metrics = dict(metrics or {})  # FID settings (``metrics`` in train.yaml): weights, reference, cache
         self.last_step = -1
         self.history: list[dict] = []
+
+    def on_fit_start(self, trainer, pl_module):
+        """Say once, at the start and not after hours of training, when FID cannot be computed."""
+        if trainer.is_global_zero and not fid_available(trainer.datamodule, self.metrics):
+            self.metrics["fid"] = False
+
+    def draw(self, trainer, pl_module, sampler) -> tuple[torch.Tensor, int]:
+        """``n_samples`` samples, sharded over the ranks (each draws ⌈n / world⌉ with seed + rank) and gathered,
+        so that evaluation time falls as 1/N and no rank idles into the collective timeout."""
+        world, rank = trainer.world_size, trainer.global_rank
+        share = -(-self.n_samples // world)
+        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed + rank)
+        x, used = pl_module.sample(share, sampler, generator=gen)
+        if world > 1:
+            x = trainer.strategy.all_gather(x.to(pl_module.device)).reshape(-1, *x.shape[1:])[: self.n_samples]
+            x = x.cpu()
+        return x, used
 
     @staticmethod
     def budgets(pl_module) -> list:
@@ -52,17 +71,18 @@ class SampleEvaluation(pl.Callback):
             self.run(trainer, pl_module)
 
     def run(self, trainer, pl_module) -> list[dict]:
-        if not trainer.is_global_zero or pl_module.sampler is None:
+        if pl_module.sampler is None:
             return []
         self.last_step = step = trainer.global_step
         out_dir = Path(self.out_dir or trainer.default_root_dir)
         rows, images = [], {}
         for nfe in self.budgets(pl_module):
             sampler = configure(pl_module.sampler, nfe=nfe) if nfe is not None else pl_module.sampler
-            gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-            x, used = pl_module.sample(self.n_samples, sampler, generator=gen)
+            x, used = self.draw(trainer, pl_module, sampler)  # every rank samples its share
+            if not trainer.is_global_zero:
+                continue
             nfe = used if nfe is None else nfe
-            metrics = evaluate_samples(trainer.datamodule, x, seed=self.seed)
+            metrics = evaluate_samples(trainer.datamodule, x, self.seed, pl_module.device, self.metrics)
             row = {"step": step, "nfe_budget": nfe, "nfe_used": used, **metrics}
             rows.append(row)
             for logger in trainer.loggers:  # logger API directly: self.log is not allowed in on_train_end
@@ -72,6 +92,8 @@ class SampleEvaluation(pl.Callback):
             log.info(
                 "step %d NFE %d (used %d): %s", step, nfe, used, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             )
+        if not trainer.is_global_zero:
+            return []
         save_preview(x, out_dir / "grid.png", ref)
         self.history.extend(rows)
         write_rows(out_dir / "eval_metrics.csv", self.history)

@@ -1,16 +1,61 @@
-"""Sample quality for whatever the data module holds: SW2 (+ mode metrics) for vectors, FD for images."""
+"""Sample quality for whatever the data module holds: SW2 (+ mode metrics) for vectors, the digits classifier's FD
+for the digits, FID (cached reference statistics, metrics/fid.py) for other images, the data's own metrics
+for graphs."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
+log = logging.getLogger(__name__)
 
-def evaluate_samples(datamodule, samples: torch.Tensor, seed: int = 0) -> dict[str, float]:
-    """Metrics of data-space samples against fresh/held-out real data of the same size."""
+
+def uses_fid(datamodule) -> bool:
+    """Image data other than the digits (which have their own classifier's FD) is scored by FID."""
+    return getattr(datamodule, "kind", None) == "image" and type(datamodule).__name__ != "DigitsDataModule"
+
+
+def fid_available(datamodule, settings: dict | None = None) -> bool:
+    """False (with one warning) when the data is scored by FID and FID cannot be computed here."""
+    from ..metrics.fid import FIDUnavailable, check_fid_available
+
+    if not uses_fid(datamodule):
+        return True
+    try:
+        check_fid_available((settings or {}).get("inception_weights"))
+    except FIDUnavailable as exc:
+        log.warning("no FID will be logged: %s", exc)
+        return False
+    return True
+
+
+def image_fid(datamodule, device="cpu", settings: dict | None = None):
+    """The data module's FID evaluator (reference statistics computed once, cached on disk and in memory)."""
+    from ..metrics.fid import ImageFID
+
+    settings = settings or {}
+    key = (settings.get("inception_weights"), settings.get("fid_reference_images"), str(device))
+    evaluators = datamodule.__dict__.setdefault("_fid_evaluators", {})
+    if key not in evaluators:
+        evaluators[key] = ImageFID(
+            datamodule,
+            weights_path=settings.get("inception_weights"),
+            n_reference=settings.get("fid_reference_images") or 50_000,
+            cache_dir=settings.get("fid_cache"),
+            device=device,
+        )
+    return evaluators[key]
+
+
+def evaluate_samples(
+    datamodule, samples: torch.Tensor, seed: int = 0, device="cpu", settings: dict | None = None
+) -> dict[str, float]:
+    """Metrics of data-space samples against fresh/held-out real data of the same size (FID against the cached
+    statistics of the data set's reference images). ``settings``: the ``metrics`` config (FID weights, …)."""
     own = getattr(datamodule, "evaluate", None)
     if callable(own):  # the data's own metrics (graphs: degree/cluster/orbit MMD², data/graphs.py)
         return own(samples, seed=seed)
@@ -31,10 +76,9 @@ def evaluate_samples(datamodule, samples: torch.Tensor, seed: int = 0) -> dict[s
         from ..metrics.digits_classifier import digits_fd
 
         return {"fd_digits": float(digits_fd(samples))}
-    from ..metrics.fid import FrechetDistance, InceptionFeatures
-
-    fd = FrechetDistance(InceptionFeatures(), datamodule.reference_data(min(10_000, 50 * samples.shape[0]), gen))
-    return {"fid": float(fd.compute(samples))}
+    if (settings or {}).get("fid") is False:  # unavailable: warned once at the start of training
+        return {}
+    return {"fid": image_fid(datamodule, device, settings)(samples)}
 
 
 def save_preview(samples: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None) -> Path | None:

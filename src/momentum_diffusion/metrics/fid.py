@@ -163,3 +163,115 @@ class InceptionFeatures(nn.Module):
             images = images.expand(-1, 3, -1, -1)
         x = ((images.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
         return self.net(x)
+
+
+class FIDUnavailable(RuntimeError):
+    """FID cannot be computed here (torch-fidelity or the Inception weights missing); the message says how."""
+
+
+def check_fid_available(weights_path: str | os.PathLike | None = None) -> Path:
+    """The weights file, or FIDUnavailable with one line naming the file and where to get it."""
+    path = inception_weights_path(weights_path)
+    try:
+        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+    except ImportError:  # pragma: no cover - torchmetrics is a dependency
+        _TORCH_FIDELITY_AVAILABLE = False
+    if not _TORCH_FIDELITY_AVAILABLE:
+        raise FIDUnavailable(
+            "FID needs torch-fidelity: pip install 'momentum_diffusion[fid]' (or pip install torch-fidelity)"
+        )
+    if not path.is_file():
+        raise FIDUnavailable(
+            f"FID Inception weights not found at {path}: download {INCEPTION_WEIGHTS_URL} there on a machine "
+            f"with internet, or point metrics.inception_weights (or ${INCEPTION_WEIGHTS_ENV}) at the file"
+        )
+    return path
+
+
+def _file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class FeatureMoments:
+    """Running count, sum and sum of outer products of features in float64 (on the features' device), so that
+    statistics of 50,000 images never hold all features at once and shards from several ranks add up."""
+
+    def __init__(self):
+        self.count, self.total, self.outer = 0, None, None
+
+    def add(self, feats: torch.Tensor) -> None:
+        f = feats.reshape(feats.shape[0], -1).double()
+        if self.total is None:
+            self.total, self.outer = f.new_zeros(f.shape[1]), f.new_zeros(f.shape[1], f.shape[1])
+        self.count += f.shape[0]
+        self.total += f.sum(0)
+        self.outer += f.T @ f
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.count < 2:
+            raise ValueError(f"need at least 2 images for feature statistics, got {self.count}")
+        mu = self.total / self.count
+        sigma = (self.outer - self.count * torch.outer(mu, mu)) / (self.count - 1)
+        return _as_float64(mu), _as_float64(0.5 * (sigma + sigma.T))
+
+
+class ImageFID:
+    """FID of generated images against a data set's reference statistics, as the field computes it:
+    the FID Inception-v3 (torch-fidelity's TF port, local weights), features on ``device`` in batches, and the
+    reference statistics of ``n_reference`` real images (CIFAR-10: all 50,000 training images) computed once and
+    cached in ``cache_dir`` under a key of data set, image count and weights digest, then reused by every NFE
+    and every later evaluation."""
+
+    def __init__(
+        self,
+        datamodule,
+        weights_path: str | os.PathLike | None = None,
+        n_reference: int = 50_000,
+        cache_dir: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 250,
+        extractor: nn.Module | None = None,
+    ):
+        self.path = check_fid_available(weights_path) if extractor is None else None
+        self.extractor = (extractor or InceptionFeatures(self.path)).to(device).eval()
+        self.datamodule, self.n_reference, self.batch_size = datamodule, n_reference, batch_size
+        self.device = torch.device(device)
+        self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "momentum_diffusion" / "fid").expanduser()
+        self._reference: tuple[np.ndarray, np.ndarray] | None = None
+
+    def cache_file(self) -> Path:
+        data_id = getattr(self.datamodule, "fid_id", lambda: type(self.datamodule).__name__)()
+        weights_id = _file_digest(self.path) if self.path is not None else type(self.extractor).__name__
+        return self.cache_dir / f"{data_id}-n{self.n_reference}-inception{weights_id}.npz"
+
+    @torch.no_grad()
+    def moments(self, images) -> FeatureMoments:
+        """Feature moments of a tensor of images or an iterable of batches, in [-1, 1]."""
+        moments = FeatureMoments()
+        for batch in _batches(images, self.batch_size):
+            moments.add(self.extractor(batch.to(self.device, torch.float32)))
+        return moments
+
+    def reference(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._reference is None:
+            path = self.cache_file()
+            if path.is_file():
+                with np.load(path) as cached:
+                    self._reference = (cached["mu"], cached["sigma"])
+            else:
+                batches = self.datamodule.reference_batches(self.n_reference, batch_size=self.batch_size)
+                self._reference = self.moments(batches).statistics()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+                np.savez(tmp, mu=self._reference[0], sigma=self._reference[1])
+                os.replace(tmp, path)
+        return self._reference
+
+    def __call__(self, samples) -> float:
+        return frechet_distance(*self.moments(samples).statistics(), *self.reference())
