@@ -1,7 +1,8 @@
 """Graph measurements: evaluate.py over samplers × NFE × seeds for one checkpoint, plus the data's own floor.
 
     python scripts/graph_measure.py CKPT OUT_DIR --n 256 --seeds 0 1 2 --nfe 50 100 \
-        --sampler "pc=ams sampler.fixed_beta=0" --sampler "ams=ams" --sampler "ams_bug=ams sampler.adjacency_momentum=false"
+        --sampler "pc=ams sampler.fixed_beta=0" --sampler "ams=ams" \
+        --sampler "ams_bug=ams sampler.adjacency_momentum=false"
 
 Each --sampler is NAME=SAMPLER [override …] (evaluate.py arguments). Writes OUT_DIR/<name>_seed<s>/metrics.csv
 (evaluate.py's rows) and OUT_DIR/summary.md: mean ± std over seeds of the degree / cluster / orbit MMD² and
