@@ -542,6 +542,7 @@ def test_identity_names_process_objective_and_network_and_old_checkpoints_still_
         CheckpointMismatchError,
         check_identity,
         checkpoint_identity,
+        weights_identity,
     )
 
     def module_for(*extra):
@@ -550,6 +551,8 @@ def test_identity_names_process_objective_and_network_and_old_checkpoints_still_
     base = module_for()
     assert base.identity["diffusion.beta"] == 4.0 and base.identity["objective.kt"] == "cholesky"
     assert base.identity["model.hidden"] == 32 and "model.dropout" not in base.identity
+    training_only = {"model": {"hidden": 3, "compile": True, "dropout": 0.1}, "objective": {"weighting": "eps", "kt": "qr"}}
+    assert weights_identity(training_only) == {"model.hidden": 3, "objective.kt": "qr"}
     for extra, key in (("diffusion.beta=8", "diffusion.beta"), ("model.depth=3", "model.depth")):
         with pytest.raises(CheckpointMismatchError, match=rf"{key}: checkpoint .* vs config .*allow_identity_change"):
             check_identity(base.identity, module_for(extra).identity)
