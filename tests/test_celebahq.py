@@ -57,7 +57,7 @@ def test_celebahq_resize_keeps_content(tmp_path):
     pixels = np.zeros((1024, 1024, 3), dtype=np.uint8)
     pixels[:, :512] = 255
     Image.fromarray(pixels).save(tmp_path / "0.png")
-    dm = CelebAHQDataModule(root=tmp_path, val_fraction=0.0)
+    dm = CelebAHQDataModule(root=tmp_path, val_fraction=0.0, random_flip=False)
     dm.setup()
     x = dm.train_set[0]
     assert x.shape == (3, 256, 256)
