@@ -4,6 +4,7 @@ import hydra
 
 from momentum_diffusion.cli.benchmark import benchmark
 from momentum_diffusion.cli.common import check_output_dir
+from momentum_diffusion.cli.launch import check_launcher_args
 from momentum_diffusion.cli.tuning import objective
 
 
@@ -16,5 +17,8 @@ def main(cfg):
 if __name__ == "__main__":
     import sys
 
+    if problem := check_launcher_args(sys.argv[1:]):  # bad hydra/launcher or hydra/sweeper: one line
+        print(problem, file=sys.stderr)
+        sys.exit(2)
     check_output_dir(sys.argv[1:])
     main()

@@ -4,6 +4,7 @@ import hydra
 
 from momentum_diffusion.cli.common import check_output_dir
 from momentum_diffusion.cli.evaluate import evaluate
+from momentum_diffusion.cli.launch import check_launcher_args
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
@@ -14,5 +15,8 @@ def main(cfg):
 if __name__ == "__main__":
     import sys
 
+    if problem := check_launcher_args(sys.argv[1:]):  # bad hydra/launcher or hydra/sweeper: one line
+        print(problem, file=sys.stderr)
+        sys.exit(2)
     check_output_dir(sys.argv[1:])
     main()

@@ -108,3 +108,28 @@ def test_optuna_tunes_pc_snr_on_the_exact_score_benchmark(tmp_path):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert 0.01 <= best["best_params"]["sampler.snr"] <= 0.6
     assert len(list(sweep.glob("*/results.csv"))) == 3
+
+
+@pytest.mark.parametrize(
+    "script, arg, expected",
+    [
+        ("src/train.py", "hydra/launcher=slurm", "hydra/launcher=slurm is not available; valid: basic, submitit_slurm"),
+        ("src/benchmark.py", "hydra/sweeper=optuan", "hydra/sweeper=optuan is not available; valid: basic, tune"),
+    ],
+)
+def test_bad_launcher_or_sweeper_name_is_one_line(script, arg, expected):
+    proc = run(script, "-m", arg, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("error: ") and expected in proc.stderr
+
+
+def test_a_missing_plugin_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from momentum_diffusion.cli import launch
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert launch.check_launcher_args(["hydra/launcher=submitit_slurm"]) == (
+        "error: hydra/launcher=submitit_slurm needs the [slurm] extra: pip install -e '.[slurm]'"
+    )
+    assert launch.check_launcher_args(["hydra/launcher=basic", "sampler=pc"]) is None

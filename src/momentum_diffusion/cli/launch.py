@@ -45,3 +45,30 @@ def with_csv_logger(loggers: list, save_dir) -> list:
     if any(isinstance(lg, CSVLogger) for lg in loggers):
         return loggers
     return [CSVLogger(save_dir=str(save_dir), name="logs", version=""), *loggers]
+
+
+# hydra/launcher and hydra/sweeper choices: Hydra's own, this project's conf/hydra/*, and the plugins they need
+CHOICES = {
+    "hydra/launcher": {"basic": None, "submitit_slurm": "slurm", "submitit_local": "slurm"},
+    "hydra/sweeper": {"basic": None, "tune": "tune", "optuna": "tune"},
+}
+PLUGIN_MODULES = {"slurm": "hydra_plugins.hydra_submitit_launcher", "tune": "hydra_plugins.hydra_optuna_sweeper"}
+
+
+def check_launcher_args(argv: list[str]) -> str | None:
+    """One line for a bad ``hydra/launcher=…`` / ``hydra/sweeper=…`` or a missing optional plugin (else None);
+    the entry points print it and exit 2 before Hydra starts (Hydra's own message spans many lines)."""
+    import importlib.util
+
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in CHOICES:
+            continue
+        options = CHOICES[key]
+        if value not in options:
+            return f"error: {key}={value} is not available; valid: {', '.join(options)}"
+        extra = options[value]
+        if extra is not None and importlib.util.find_spec(PLUGIN_MODULES[extra]) is None:
+            return f"error: {key}={value} needs the [{extra}] extra: pip install -e '.[{extra}]'"
+    return None
