@@ -22,7 +22,7 @@ def test_wandb_logger_config_keeps_csv_and_takes_project_entity_tags_group_offli
     assert cfg.logger.csv._target_.endswith("CSVLogger")
     w = cfg.logger.wandb
     assert (w.project, w.entity, w.group, list(w.tags)) == ("momentum_diffusion", "lab", "g", ["a", "b"])
-    assert w.offline is False and w.save_dir
+    assert w.offline is False
 
 
 def test_csv_logger_is_added_when_none_is_configured(tmp_path):
