@@ -565,11 +565,21 @@ def test_identity_names_process_objective_and_network_and_old_checkpoints_still_
         check_identity(checkpoint_identity(old), module_for("objective.kt=gddim").identity)
 
 
-def test_resume_with_allow_identity_change_loads_the_weights(tmp_path):
-    """Item 10: the override resumes a checkpoint under changed process parameters (here beta 4 -> 8)."""
+def test_resume_with_allow_identity_change_loads_the_weights_and_old_checkpoints_resume(tmp_path):
+    """Item 10: the override resumes a checkpoint under changed process parameters (here beta 4 -> 8); a
+    checkpoint written before the full identity (old identity keys, a config without objective.kt) resumes
+    under the matching config without it."""
     fit(tiny_config("gmm"), tmp_path / "a", 2, every_n=0)
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     config = dict(tiny_config("gmm", "diffusion.beta=8"), allow_identity_change=True)
-    trainer, _ = fit(config, tmp_path / "b", 3, ckpt_path=tmp_path / "a" / "checkpoints" / "last.ckpt")
+    trainer, _ = fit(config, tmp_path / "b", 3, ckpt_path=ckpt)
+    assert trainer.global_step == 3
+    old = torch.load(ckpt, weights_only=False)
+    hp = old["hyper_parameters"]
+    hp["identity"] = {k: hp["identity"][k] for k in ("model", "data", "process", "order", "objective", "data_shape")}
+    del hp["config"]["objective"]["kt"]
+    torch.save(old, tmp_path / "old.ckpt")
+    trainer, _ = fit(tiny_config("gmm"), tmp_path / "c", 3, ckpt_path=tmp_path / "old.ckpt")
     assert trainer.global_step == 3
 
 
