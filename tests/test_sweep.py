@@ -116,7 +116,8 @@ def test_train_and_evaluate_sweeps_over_nfe_are_collected(tmp_path):
     run("src/train.py", "-m", *tiny, "sampler.nfe=4,8", f"hydra.sweep.dir={train_sweep}")
     ckpts = sorted(train_sweep.glob("*/checkpoints/last.ckpt"))
     assert len(ckpts) == 2
-    evaluate = ["-m", f"ckpt={ckpts[0]}", "sampler.nfe=4,8", "n_samples=128", f"hydra.sweep.dir={eval_sweep}"]
+    # a multirun's paths hold '=' and ',': quote them for Hydra's override grammar
+    evaluate = ["-m", f"ckpt='{ckpts[0]}'", "sampler.nfe=4,8", "n_samples=128", f"hydra.sweep.dir={eval_sweep}"]
     run("src/evaluate.py", *evaluate)
     for sweep in (train_sweep, eval_sweep):
         run("scripts/collect_sweep.py", str(sweep))
