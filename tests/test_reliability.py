@@ -618,6 +618,8 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
     (stale / "checkpoints").mkdir(parents=True)
     (stale / "checkpoints" / ".last.ckpt.tmp999999999").write_bytes(b"partial")
     spaced = tmp_path / "x y ü" / "out"
+    unwritable = tmp_path / "unwritable"  # every save fails: last.ckpt is a directory (os.replace: EISDIR)
+    (unwritable / "checkpoints" / "last.ckpt").mkdir(parents=True)
     out = f"hydra.run.dir={tmp_path / 'out'}"
     cases = [  # (script, args, what the one line must contain)
         ("train.py", [*gmm, f"data.spec={tmp_path}/nosuchdir/ring8_2d.yaml", out], "nosuchdir/ring8_2d.yaml"),  # 2
@@ -648,6 +650,11 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
     hydra_rejects = [  # Hydra's own composition errors (several lines, no traceback), before any work
         ("train.py", [*gmm, "nonexistent_key=1", f"hydra.run.dir={tmp_path / 'rejected'}"], "nonexistent_key"),
     ]
+    failed_save = [  # item 7 through the CLI: training starts (Lightning's warnings), the first save fails
+        ("train.py", [*gmm, "trainer.max_steps=2", "callbacks.checkpoint.every_n_train_steps=1",
+                      "callbacks.sample_evaluation=null", "callbacks.progress=null", f"hydra.run.dir={unwritable}"],
+         "error: could not write checkpoint"),
+    ]
     if full:
         cases += [
             ("benchmark.py", [f"gmm={tmp_path}/nosuchdir/ring8_2d.yaml", "sampler.nfe=5", out], "does not exist"),
@@ -671,7 +678,7 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
     cwd.mkdir()
     lock_run_dir(locked)  # another run holds this directory
     try:
-        results = run_battery(cases + hydra_rejects, tmp_path, cwd=cwd)
+        results = run_battery(cases + hydra_rejects + failed_save, tmp_path, cwd=cwd)
     finally:
         release_run_dir(locked)
     failures = []
@@ -683,6 +690,9 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
     assert not failures, "\n\n".join(failures)
     for (script, args, expected), r in zip(hydra_rejects, results[len(cases) :]):
         assert r["code"] != 0 and expected in r["stderr"] and "Traceback" not in r["stderr"], (script, args, r)
+    r = results[-1]
+    assert r["code"] == 2 and r["stderr"].strip().splitlines()[-1].startswith(failed_save[0][2]), r
+    assert "Traceback" not in r["stderr"] and not list((unwritable / "checkpoints").glob(".*tmp*"))
     assert _digest(ckpt) == before  # nothing lost
     assert (locked / "config.yaml").read_text() == "the other run's config\n" and not (locked / ".hydra").exists()
     assert not (stale / "checkpoints" / ".last.ckpt.tmp999999999").exists()
