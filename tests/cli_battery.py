@@ -49,7 +49,7 @@ def run_case(script, args: list[str]) -> dict:
             script.main()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException as exc:  # noqa: BLE001 - reported like an uncaught exception would be
+        except BaseException:  # noqa: BLE001 - reported like an uncaught exception would be
             import traceback
 
             traceback.print_exc(file=err)

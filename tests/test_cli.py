@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from cli_battery import run_battery
 
 REPO = Path(__file__).resolve().parents[1]

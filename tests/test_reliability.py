@@ -551,7 +551,10 @@ def test_identity_names_process_objective_and_network_and_old_checkpoints_still_
     base = module_for()
     assert base.identity["diffusion.beta"] == 4.0 and base.identity["objective.kt"] == "cholesky"
     assert base.identity["model.hidden"] == 32 and "model.dropout" not in base.identity
-    training_only = {"model": {"hidden": 3, "compile": True, "dropout": 0.1}, "objective": {"weighting": "eps", "kt": "qr"}}
+    training_only = {
+        "model": {"hidden": 3, "compile": True, "dropout": 0.1},
+        "objective": {"weighting": "eps", "kt": "qr"},
+    }
     assert weights_identity(training_only) == {"model.hidden": 3, "objective.kt": "qr"}
     for extra, key in (("diffusion.beta=8", "diffusion.beta"), ("model.depth=3", "model.depth")):
         with pytest.raises(CheckpointMismatchError, match=rf"{key}: checkpoint .* vs config .*allow_identity_change"):
@@ -597,7 +600,6 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
     run takes one case per item and key (each case costs a Hydra composition, ≈0.5 s); the slow variant
     adds the same checks through the other entry points."""
     from cli_battery import run_battery
-
     from momentum_diffusion.cli.common import lock_run_dir, release_run_dir
 
     gmm = CONFIGS["gmm"]
@@ -610,7 +612,9 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
         if k.startswith("ema.") and v.is_floating_point():
             v.nan_to_num_(0.0).mul_(1e30)
     torch.save(state, tmp_path / "huge.ckpt")
-    (tmp_path / "huge_mean.yaml").write_text("name: huge\ndim: 2\ncomponents:\n- weight: 1\n  mean: [1e300, 0]\n  std: 1\n")
+    (tmp_path / "huge_mean.yaml").write_text(
+        "name: huge\ndim: 2\ncomponents:\n- weight: 1\n  mean: [1e300, 0]\n  std: 1\n"
+    )
     locked = tmp_path / "locked"
     locked.mkdir()
     (locked / "config.yaml").write_text("the other run's config\n")
@@ -630,7 +634,11 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
         ("train.py", [*gmm, "seed=abc", f"hydra.run.dir={stale}"], "seed"),  # 7: stale temporary removed
         ("sample.py", [f"ckpt={ckpt}", "n_samples=0", f'hydra.run.dir="{spaced}"'], "n_samples"),  # 9
         ("train.py", [*gmm, "model.hidden=64", f"ckpt_path={ckpt}", out], "model.hidden: checkpoint 32 vs config 64"),
-        ("train.py", [*gmm, "diffusion.beta=8", f"ckpt_path={ckpt}", out], "diffusion.beta: checkpoint 4.0 vs config 8"),
+        (
+            "train.py",
+            [*gmm, "diffusion.beta=8", f"ckpt_path={ckpt}", out],
+            "diffusion.beta: checkpoint 4.0 vs config 8",
+        ),
         ("train.py", [*gmm, "model.hidden=64", "allow_identity_change=true", f"ckpt_path={ckpt}", out], "model.hidden"),
         ("train.py", [*gmm, "seed=1.5", out], "seed"),
         ("sample.py", [f"ckpt={ckpt}", "seed=1.5", out], "seed"),
@@ -651,9 +659,18 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
         ("train.py", [*gmm, "nonexistent_key=1", f"hydra.run.dir={tmp_path / 'rejected'}"], "nonexistent_key"),
     ]
     failed_save = [  # item 7 through the CLI: training starts (Lightning's warnings), the first save fails
-        ("train.py", [*gmm, "trainer.max_steps=2", "callbacks.checkpoint.every_n_train_steps=1",
-                      "callbacks.sample_evaluation=null", "callbacks.progress=null", f"hydra.run.dir={unwritable}"],
-         "error: could not write checkpoint"),
+        (
+            "train.py",
+            [
+                *gmm,
+                "trainer.max_steps=2",
+                "callbacks.checkpoint.every_n_train_steps=1",
+                "callbacks.sample_evaluation=null",
+                "callbacks.progress=null",
+                f"hydra.run.dir={unwritable}",
+            ],
+            "error: could not write checkpoint",
+        ),
     ]
     if full:
         cases += [

@@ -96,7 +96,9 @@ def check_output_dir(argv: list[str]) -> None:
         with tempfile.TemporaryDirectory(dir=existing):
             pass
     except OSError as exc:
-        print(f"error: output directory {target} is not writable ({exc.strerror or type(exc).__name__})", file=sys.stderr)
+        print(
+            f"error: output directory {target} is not writable ({exc.strerror or type(exc).__name__})", file=sys.stderr
+        )
         sys.exit(2)
     if value is None or any(a in ("-m", "--multirun") for a in argv):
         return
@@ -285,7 +287,9 @@ def check_resume_checkpoint(path, module: DiffusionModule) -> dict:
     except CheckpointError as exc:
         if not diffs:
             raise
-        raise CheckpointError(f"{exc}; allow_identity_change=true cannot change the architecture ({'; '.join(diffs)})") from None
+        raise CheckpointError(
+            f"{exc}; allow_identity_change=true cannot change the architecture ({'; '.join(diffs)})"
+        ) from None
     return ckpt
 
 

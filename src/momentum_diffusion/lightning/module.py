@@ -248,8 +248,10 @@ class NonFiniteTrainingError(RuntimeError):
 def _snapshot(net: nn.Module, optimizer) -> tuple[list[torch.Tensor], dict]:
     """Copies of the weights and the optimiser state, to undo an update that blew the weights up."""
     params = [p.detach().clone() for p in net.parameters()]
-    state = {p: {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in s.items()}
-             for p, s in optimizer.state.items()}
+    state = {
+        p: {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in s.items()}
+        for p, s in optimizer.state.items()
+    }
     return params, state
 
 

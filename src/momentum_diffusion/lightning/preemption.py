@@ -97,7 +97,8 @@ class CheckpointOnSigterm(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception):
         try:
-            if isinstance(exception, SIGTERMException) or trainer.received_sigterm and isinstance(exception, SystemExit):
+            late = trainer.received_sigterm and isinstance(exception, SystemExit)
+            if isinstance(exception, SIGTERMException) or late:
                 self._save(trainer)
         finally:
             self.teardown(trainer, pl_module, "fit")
