@@ -174,9 +174,9 @@ class ScoreUNet(nn.Module):
         """Regional compilation: ``torch.compile`` each residual and attention block in place.
 
         Blocks of the same configuration and input shape share one compiled graph (parameters are graph
-        inputs), so compile time grows with the number of *distinct* blocks (~20 for NCSN++ CIFAR-10), not
-        with depth. ``compile_kwargs`` go to ``torch.compile`` (default: ``dynamic=False``; tests pass
-        ``backend="aot_eager"``). State_dict keys and outputs are unchanged; deep copies stay compiled.
+        inputs), so compile time grows with the number of *distinct* block shapes, not with depth.
+        ``compile_kwargs`` go to ``torch.compile`` (default: ``dynamic=False``; the tests pass
+        ``backend="eager"``). State_dict keys and outputs are unchanged; deep copies stay compiled.
         """
         import torch._dynamo.config as dynamo_config
 
