@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow sample benchmark benchmark-fast report lint clean bench-network
+.PHONY: install train test test-slow sample benchmark benchmark-fast report lint clean bench-network gpu-check
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ benchmark: $(STAMP)
 
 benchmark-fast: $(STAMP)
 	$(PY) src/benchmark_fast.py $(ARGS)
+
+# On one GPU: train, sample with every sampler, FID, NLL, CelebA-HQ 256², one table (scripts/gpu_check.py).
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 # Network speed (issue 12): params, FLOPs, train/inference img/s, compile time, sampler overhead.
 # A GPU runs the CIFAR-10 NCSN++ (--preset cifar10), a CPU a small one; e.g. ARGS='--baseline HEAD~5'.

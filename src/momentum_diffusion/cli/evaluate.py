@@ -63,7 +63,8 @@ def evaluate(cfg: DictConfig):
             from ..metrics.likelihood import nll_bits_per_dim
 
             x0 = datamodule.reference_data(n).to(module.device)
-            metrics, used = nll_bits_per_dim(module.process, module.score_fn(), x0, seed=cfg.seed)
+            tol = float(settings.get("nll_tolerance") or 1e-5)  # dopri5 rtol = atol (score_sde: 1e-5)
+            metrics, used = nll_bits_per_dim(module.process, module.score_fn(), x0, seed=cfg.seed, rtol=tol, atol=tol)
         else:
             sampler = configure(module.sampler, nfe=nfe) if nfe is not None else module.sampler
             x, used = draw_samples(module, n, batch, cfg.seed, sampler, f"{sampler_name} NFE {nfe}")

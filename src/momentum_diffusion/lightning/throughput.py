@@ -64,6 +64,9 @@ class ImagesPerSecond(pl.Callback):
         self.history.append(record)
         pl_module.log("train/img_per_s", record["img_per_s"], on_step=True, on_epoch=False, batch_size=1)
         pl_module.log("train/step_s", record["step_s"], on_step=True, on_epoch=False, batch_size=1)
+        if pl_module.device.type == "cuda":  # peak memory of the step (activations included), GiB
+            peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+            pl_module.log("train/peak_gib", peak, on_step=True, on_epoch=False, batch_size=1)
         self._t0, self._images, self._steps = now, 0, 0
 
     def on_train_end(self, trainer, pl_module):
