@@ -243,6 +243,20 @@ def test_sampler_approaches_data_law_full(name, process_name):
     _check_convergence(name, process_name, budgets, n=4000, d=10)
 
 
+def test_pc_with_shrinking_snr_converges_where_constant_snr_keeps_its_bias():
+    """score_sde's constant snr = 0.16 leaves the corrector's O(snr²) variance bias at any budget; with
+    ``snr_steps`` the Langevin step shrinks as 1/steps beyond it and the bias goes with it."""
+    process, n, d = ve(), 4000, 10
+    variances = {}
+    for snr_steps in (None, 25):
+        gen = torch.Generator().manual_seed(5)
+        z, _ = run("pc", process, exact_start(process, n, d, gen), 1000, gen, snr=0.16, snr_steps=snr_steps)
+        _, variances[snr_steps], _, se_v = data_stats(z)
+    bias_constant, bias_shrinking = variances[None] - S**2, variances[25] - S**2
+    assert bias_constant > 4 * se_v  # the bias this option exists for is visible at this sample size
+    assert abs(bias_shrinking) < 3 * se_v + 0.25 * bias_constant, (bias_constant, bias_shrinking, se_v)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Noise-free weak errors and orders (exact laws)
 # ---------------------------------------------------------------------------------------------------------

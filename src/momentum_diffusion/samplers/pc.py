@@ -94,12 +94,21 @@ def predictor_corrector(
     per_sample_norm: bool = False,
     denoise: bool | str = True,
     grid: str = "uniform",
+    snr_steps: int | None = None,
 ):
     """Per step: ``n_corrector`` Langevin steps at t, then one predictor step (NFE = steps·(1 + n_corrector)).
-    ``predictor``: auto | reverse_diffusion (order 1 only) | euler_maruyama (``resolve_predictor``)."""
+    ``predictor``: auto | reverse_diffusion (order 1 only) | euler_maruyama (``resolve_predictor``).
+    ``snr_steps``: with more steps than this, the corrector's snr shrinks as sqrt(snr_steps / steps). A Langevin
+    step of fixed size ε ∝ snr² leaves an O(ε) bias that no number of steps removes (VE + PC at 1000 NFE stays
+    1.7× fresh data's mode-KL on anisotropic_4d); shrinking ε ∝ 1/steps makes PC converge. None (default):
+    score_sde's constant snr."""
     predictor = resolve_predictor(process, predictor)
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
+    if snr_steps is not None:
+        if isinstance(snr_steps, bool) or not isinstance(snr_steps, int) or snr_steps < 1:
+            raise SamplerConfigError(f"sampler.snr_steps must be null or an integer >= 1, got {snr_steps!r}")
+        snr = snr * min(1.0, (snr_steps / n) ** 0.5)
     ts = time_grid(process, n, grid)
     plan = PredictorPlan(process, predictor, process.tau(ts)).to(prior_z)
     z = prior_z.clone()  # the corrector updates in place; the caller's prior stays untouched
