@@ -131,28 +131,15 @@ class InceptionFeatures(nn.Module):
     """2048-d pool features of the TF-ported FID Inception-v3 (torchmetrics/torch-fidelity), from local
     weights only. Input: images (B, 3, H, W) in [-1, 1], quantized to uint8 as for saved images.
 
-    Raises a one-line error (RuntimeError) if torch-fidelity is missing or the weights file is absent;
-    never downloads.
+    Raises ``FIDUnavailable`` (a RuntimeError, one line) if torch-fidelity is missing or the weights file is
+    absent; never downloads.
     """
 
     def __init__(self, weights_path: str | os.PathLike | None = None, feature: int = 2048):
         super().__init__()
-        path = inception_weights_path(weights_path)
-        try:
-            from torchmetrics.image.fid import NoTrainInceptionV3
-            from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
-        except ImportError:  # pragma: no cover - torchmetrics is a dependency
-            _TORCH_FIDELITY_AVAILABLE = False
-        if not _TORCH_FIDELITY_AVAILABLE:
-            raise RuntimeError(
-                "Inception FID needs torch-fidelity (pip install torch-fidelity) and the weights file "
-                f"{INCEPTION_WEIGHTS_URL} placed at {path} (or ${INCEPTION_WEIGHTS_ENV})"
-            )
-        if not path.is_file():
-            raise RuntimeError(
-                f"Inception FID weights not found at {path}; download {INCEPTION_WEIGHTS_URL} there "
-                f"on a machine with internet (or set ${INCEPTION_WEIGHTS_ENV} to the file)"
-            )
+        path = check_fid_available(weights_path)
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
         self.net = NoTrainInceptionV3(
             name="inception-v3-compat", features_list=[str(feature)], feature_extractor_weights_path=str(path)
         )
