@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from ..exact.gmm import load_gmm
+from .. import CONF_DIR
+from ..exact.gmm import BENCHMARK_DIR, load_gmm
 from ..lightning.callbacks import write_rows
 from .benchmark import benchmark_floors, plot_rows, run_benchmark
 from .common import build_sampler
 
-REPO = Path(__file__).resolve().parents[3]
 STANDARD_GRID = [  # (diffusion, sampler, extra overrides)
     ("vp", "em", []),
     ("vp", "pc", ["sampler.predictor=euler_maruyama"]),
@@ -34,10 +34,15 @@ STANDARD_GRID = [  # (diffusion, sampler, extra overrides)
 STANDARD_NFE = [10, 20, 50, 100, 200, 500, 1000]
 
 
+def bundled_specs() -> list[str]:
+    """The bundled GMM specs (package data: the repository's ``benchmarks/gmm/*.yaml``)."""
+    return sorted(str(p) for p in BENCHMARK_DIR.glob("*.yaml"))
+
+
 def build(diffusion: str, sampler: str, overrides: list[str]):
     from hydra.utils import instantiate
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("benchmark", overrides=[f"diffusion={diffusion}", f"sampler={sampler}", *overrides])
     process = instantiate(cfg.diffusion, _convert_="all")
     return process, build_sampler(cfg.sampler, process)
@@ -80,7 +85,7 @@ def read_rows(path) -> list[dict]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--specs", nargs="*", default=sorted(str(p) for p in (REPO / "benchmarks/gmm").glob("*.yaml")))
+    parser.add_argument("--specs", nargs="*", default=bundled_specs(), help="spec files or names (default: bundled)")
     parser.add_argument("--nfe", nargs="*", type=int, default=STANDARD_NFE)
     parser.add_argument("--n-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
@@ -93,7 +98,7 @@ def main(argv=None):
         help="only merge these results.csv files and render the table and plots",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks/results/exact_scores"))
+    parser.add_argument("--out", default="benchmarks/results/exact_scores", help="relative to the current directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)

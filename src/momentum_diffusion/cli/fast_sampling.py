@@ -34,7 +34,7 @@ from ..exact.gmm import load_gmm
 from ..lightning.callbacks import write_rows
 from ..samplers import configure, valid_samplers
 from .benchmark import benchmark_floors, run_benchmark
-from .benchmark_grid import REPO, STANDARD_NFE, build
+from .benchmark_grid import STANDARD_NFE, build, bundled_specs
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def render(rows: list[dict], out: Path) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--specs", nargs="*", default=sorted(str(p) for p in (REPO / "benchmarks/gmm").glob("*.yaml")))
+    parser.add_argument("--specs", nargs="*", default=bundled_specs(), help="spec files or names (default: bundled)")
     parser.add_argument("--processes", nargs="*", default=PROCESSES, choices=PROCESSES)
     parser.add_argument("--nfe", nargs="*", type=int, default=STANDARD_NFE, help="ascending NFE budgets to scan")
     parser.add_argument("--n-samples", type=int, default=4000)
@@ -332,7 +332,7 @@ def main(argv=None):
         "--render", nargs="*", default=None, metavar="CSV", help="only merge these results.csv files and render"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks/results/fast_sampling"))
+    parser.add_argument("--out", default="benchmarks/results/fast_sampling", help="relative to the current directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("momentum_diffusion.cli.benchmark").setLevel(logging.WARNING)  # one line per row is noise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from .common import UserError
 
@@ -72,3 +73,17 @@ def check_launcher_args(argv: list[str]) -> str | None:
         if extra is not None and importlib.util.find_spec(PLUGIN_MODULES[extra]) is None:
             return f"error: {key}={value} needs the [{extra}] extra: pip install -e '.[{extra}]'"
     return None
+
+
+def run_app(main: Callable[[], object]) -> None:
+    """Run a ``@hydra.main`` entry point after the one-line checks that must come before Hydra starts: a bad
+    ``hydra/launcher=…`` / ``hydra/sweeper=…`` (exit 2) and an unusable output directory (``check_output_dir``)."""
+    import sys
+
+    from .common import check_output_dir
+
+    if problem := check_launcher_args(sys.argv[1:]):
+        print(problem, file=sys.stderr)
+        sys.exit(2)
+    check_output_dir(sys.argv[1:])
+    main()

@@ -12,8 +12,8 @@ import yaml
 F64 = torch.float64
 LOG_2PI = math.log(2.0 * math.pi)
 
-#: the repository's example specs (``benchmarks/gmm/*.yaml``), found relative to the package
-BENCHMARK_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "gmm"
+#: the bundled example specs, package data (in the repository ``exact/specs`` is a symlink to ``benchmarks/gmm/``)
+BENCHMARK_DIR = Path(__file__).resolve().parent / "specs"
 
 _TOP_KEYS = ("name", "description", "dim", "components")
 _COMPONENT_KEYS = ("weight", "mean", "std", "diag", "cov")
