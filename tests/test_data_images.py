@@ -25,7 +25,7 @@ def test_digits_shapes_range_and_loader():
     assert batch.shape == (32, 1, 8, 8)
     allx = torch.cat([dm.train_images, dm.val_images])
     assert allx.min() == -1.0 and allx.max() == 1.0
-    assert next(iter(dm.val_dataloader())).shape[1:] == (1, 8, 8)
+    assert next(iter(dm.eval_dataloader())).shape[1:] == (1, 8, 8)
 
 
 def test_digits_split_deterministic():
@@ -92,7 +92,7 @@ def test_cifar10_official_format(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch, torch.Tensor) and batch.shape == (4, 3, 32, 32)
     assert batch.min() >= -1.0 and batch.max() <= 1.0
-    assert next(iter(dm.val_dataloader())).shape == (2, 3, 32, 32)
+    assert next(iter(dm.eval_dataloader())).shape == (2, 3, 32, 32)
     ref = dm.reference_data(20)
     assert ref.shape == (20, 3, 32, 32) and torch.equal(ref[0], x)  # train split first, then test
     raw = dm.train_images[3].float() / 127.5 - 1

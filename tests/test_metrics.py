@@ -125,7 +125,7 @@ def test_gmm_datamodule():
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert len(batches) == 1000 // 128 and all(b.shape == (128, 2) and b.dtype == torch.float32 for b in batches)
-    val = torch.cat(list(dm.val_dataloader()))
+    val = torch.cat(list(dm.eval_dataloader()))
     assert val.shape == (300, 2)
     again = GMMDataModule("ring8_2d", n_train=1000, n_val=300, batch_size=128, seed=3)
     again.setup("fit")

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..lightning.callbacks import RankNoiseStreams
 from ..lightning.checkpointing import AtomicCheckpointIO
+from ..lightning.console import silence_known_noise
 from ..lightning.module import NonFiniteTrainingError
 from ..lightning.preemption import PREEMPTED_EXIT_CODE, SIGTERMException
 from .common import (
@@ -55,6 +56,7 @@ def train(cfg: DictConfig):
     callbacks.append(RankNoiseStreams(cfg.seed))  # DDP: seed + rank per process; no-op on one device
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     loggers = with_csv_logger(loggers, out_dir)  # the CSV log is always kept (logs/metrics.csv)
+    silence_known_noise()  # Lightning's cloud-logger advert, its torch LeafSpec deprecation
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
     OmegaConf.save(cfg, out_dir / "config.yaml")
     log.info(

@@ -121,13 +121,12 @@ class DigitsDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
         )
 
-    def val_dataloader(self) -> DataLoader:
+    def eval_dataloader(self) -> DataLoader:
+        """The held-out split in a fixed order. Not Lightning's ``val_dataloader``: training has no validation
+        loop (the samples are evaluated by ``SampleEvaluation``), and Lightning warns about a loader it skips."""
         self.setup()
         images = self.val_images if len(self.val_images) > 0 else self.train_images
         return DataLoader(TensorImages(images), batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
 
     # ------------------------------------------------------- reference data
     def reference_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -124,12 +124,10 @@ class _ImageDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def val_dataloader(self) -> DataLoader:
+    def eval_dataloader(self) -> DataLoader:
+        """The held-out split in a fixed order (not Lightning's ``val_dataloader``: training has no validation loop)."""
         self.setup()
         return self._loader(self.val_set if len(self.val_set) > 0 else self._eval_view(self.train_set), False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
 
     def _eval_view(self, dataset: Dataset) -> Dataset:  # pragma: no cover - overridden
         return dataset

@@ -70,13 +70,14 @@ class _VectorDataModule(pl.LightningDataModule):
         self.setup("fit")
         return self._loader(self.train_data, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def eval_dataloader(self) -> DataLoader:
+        """Held-out samples in a fixed order (not Lightning's ``val_dataloader``: training has no validation loop)."""
         self.setup("validate")
         return self._loader(self.val_data, train=False)
 
 
 class GMMDataModule(_VectorDataModule):
-    """Samples of a Gaussian-mixture spec: a YAML path, or a bare name resolved in ``benchmarks/gmm/``."""
+    """Samples of a Gaussian-mixture spec: a YAML path, or a bare name of a bundled spec (``benchmarks/gmm/``)."""
 
     def __init__(
         self,
