@@ -102,7 +102,7 @@ class Checks:
                 "check": name,
                 "status": "ok" if ok else f"FAIL: {tail[0][:90]}",
                 "seconds": f"{seconds:.1f}",
-                "img/s": f"{images / seconds:.0f}" if ok and images else "",
+                "img/s": f"{images / seconds:.3g}" if ok and images else "",
                 "peak GiB": peak,
                 "command": " ".join([script, *args]),
             }
