@@ -233,7 +233,9 @@ def adaptive_momentum(
     if parts == "auto":
         parts = getattr(score_fn, "coordinate_parts", None)
     if not adjacency_momentum and (parts is None or len(parts) < 2):
-        raise SamplerConfigError("sampler.adjacency_momentum=false needs coordinate groups (graph data or sampler.parts)")
+        raise SamplerConfigError(
+            "sampler.adjacency_momentum=false needs coordinate groups (graph data or sampler.parts)"
+        )
     plain_parts = () if adjacency_momentum else (1,)
     predictor = resolve_predictor(process, predictor)
     score = CountingScore(score_fn)
