@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gaussian import score_fn as gaussian_score
 from momentum_diffusion.processes import cld, hold, ve, vp
 from momentum_diffusion.samplers import SamplerConfigError, configure, unwrap
 from momentum_diffusion.samplers import ams as ams_module
@@ -20,21 +21,6 @@ PROCESSES = {  # process and score_sde's predictor for it (reverse diffusion als
     "cld": (cld, "euler_maruyama"),
     "hold": (hold, "euler_maruyama"),
 }
-
-
-def gaussian_score(process, mean: float, std: float):
-    """Exact noised-block score of data N(mean, std² I): −(Cov⁻¹ (z − Φ (mean, 0, …)))_k, Cov the kernel's
-    covariance with the data variance in the initial covariance. Works for any data shape."""
-    initial = process.initial_cov.clone()
-    initial[0, 0] = std**2
-
-    def fn(z, t):
-        Phi, cov, _ = process.kernel(torch.tensor(t, dtype=F64), initial_cov=initial)
-        mu = (Phi[:, 0] * mean).to(z.dtype).reshape(-1, *[1] * (z.dim() - 2))
-        row = torch.linalg.inv(cov)[-1].to(z.dtype)
-        return -torch.einsum("i,bi...->b...", row, z - mu)
-
-    return fn
 
 
 def prior(process, shape, seed=0, dtype=torch.float32):

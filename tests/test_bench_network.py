@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_network.py"
 
@@ -16,10 +15,7 @@ def bench():
     spec = importlib.util.spec_from_file_location("bench_network", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield module
-    torch.set_num_threads(threads)
+    return module
 
 
 def test_tiny_benchmark_reports_every_figure(bench, tmp_path):

@@ -4,7 +4,6 @@ data (SW2 within 1.5× the noise floor, mode-KL within 2× that of a fresh data 
 from pathlib import Path
 
 import pytest
-import torch
 
 from momentum_diffusion.cli.benchmark import benchmark_floors, run_benchmark
 from momentum_diffusion.cli.benchmark_grid import STANDARD_GRID, build
@@ -21,7 +20,6 @@ SPECS = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "benchmark
     ids=[f"{d}-{s}{'-' + o[0].split('=')[-1] if o else ''}" for d, s, o in STANDARD_GRID],
 )
 def test_every_sampler_reaches_the_data_at_1000_nfe(spec, diffusion, sampler, overrides):
-    torch.set_num_threads(1)
     gmm = load_gmm(spec)
     n = 10_000  # as in the README grid: SW2 between two 5k sets fluctuates by ±50 %
     floors = benchmark_floors(gmm, n, seed=0)

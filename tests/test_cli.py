@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +11,8 @@ import pytest
 import torch
 
 from cli_battery import run_battery
+from helpers import run_script as run
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = [
     "trainer.max_steps=12",
     "model.base_channels=16",
@@ -26,35 +23,11 @@ TINY_TRAIN = [
 ]
 
 
-def run(script: str, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "src" / script), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, digits_cache):
     out = tmp_path_factory.mktemp("train")
     run("train.py", *TINY_TRAIN, f"hydra.run.dir={out}")
     return out
-
-
-@pytest.fixture(scope="module")
-def digits_cache(tmp_path_factory):
-    cache = os.environ.get("MOMENTUM_DIFFUSION_CACHE")
-    if cache is None:
-        cache = str(tmp_path_factory.mktemp("cache"))
-        os.environ["MOMENTUM_DIFFUSION_CACHE"] = cache
-    return cache
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -71,37 +44,39 @@ def test_train_writes_checkpoint_grid_and_metric_per_nfe(trained):
     assert all(int(r["nfe_used"]) <= int(r["nfe_budget"]) for r in rows)
 
 
-def test_sample_writes_npz_in_data_space_and_is_seeded(trained, tmp_path):
+@pytest.fixture(scope="module")
+def sample_sweep(trained, tmp_path_factory) -> Path:
+    """One multirun for both sample tests: 2 samplers x 2 budgets, seeded (em at 6 NFE is job 1)."""
+    sweep = tmp_path_factory.mktemp("sample_sweep")
     ckpt = trained / "checkpoints" / "last.ckpt"
-    for name in ("a", "b"):
-        run(
-            "sample.py",
-            f"ckpt={ckpt}",
-            "sampler=em",
-            "sampler.nfe=6",
-            "n_samples=5",
-            "seed=3",
-            f"hydra.run.dir={tmp_path / name}",
-        )
-    a = np.load(tmp_path / "a" / "samples.npz")["samples"]
-    b = np.load(tmp_path / "b" / "samples.npz")["samples"]
+    run("sample.py", "-m", f"ckpt={ckpt}", "sampler=em,sscs", "sampler.nfe=4,6", "n_samples=5", "seed=3",
+        f"hydra.sweep.dir={sweep}")  # fmt: skip
+    return sweep
+
+
+def sweep_job(sweep: Path, *overrides: str) -> Path:
+    """The job directory of a multirun whose overrides include ``overrides`` (named ``N_key=value,…``)."""
+    jobs = [p for p in sweep.iterdir() if p.is_dir()]
+    match = [job for job in jobs if set(overrides) <= set(job.name.partition("_")[2].split(","))]
+    assert len(match) == 1, (overrides, [job.name for job in jobs])
+    return match[0]
+
+
+def test_sample_writes_npz_in_data_space_and_is_seeded(trained, sample_sweep, tmp_path):
+    """The same seed gives the same samples in another process, whether a single run or a multirun's second job
+    (one sample.py run here, compared with the sweep's em job at 6 NFE)."""
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    one = ["sampler=em", "sampler.nfe=6", "n_samples=5", "seed=3"]
+    run("sample.py", f"ckpt={ckpt}", *one, f"hydra.run.dir={tmp_path}")
+    a = np.load(tmp_path / "samples.npz")["samples"]
+    b = np.load(sweep_job(sample_sweep, "sampler=em", "sampler.nfe=6") / "samples.npz")["samples"]
     assert a.shape == (5, 1, 8, 8) and np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
-    assert (tmp_path / "a" / "grid.png").is_file()
+    assert (tmp_path / "grid.png").is_file()
 
 
-def test_sample_multirun_over_samplers_and_budgets(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    run(
-        "sample.py",
-        "-m",
-        f"ckpt={ckpt}",
-        "sampler=em,sscs",
-        "sampler.nfe=4,6",
-        "n_samples=3",
-        f"hydra.sweep.dir={tmp_path}",
-    )
-    outputs = sorted(tmp_path.glob("*/samples.npz"))
+def test_sample_multirun_over_samplers_and_budgets(sample_sweep):
+    outputs = sorted(sample_sweep.glob("*/samples.npz"))
     assert len(outputs) == 4
 
 

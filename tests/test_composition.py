@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from helpers import compose_config
 from momentum_diffusion.cli.common import build_module, to_dict
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 SHAPES = {"digits": (1, 8, 8), "gmm": (2,), "toy": (2,), "cifar10": (3, 32, 32)}
 TINY_MODEL = {
     "digits": ["model.base_channels=8"],
@@ -27,8 +24,7 @@ TINY_MODEL = {
 
 
 def compose_train(*overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=False)
+    return compose_config("train", *overrides)
 
 
 def module_for(cfg, data_shape):

@@ -10,8 +10,6 @@ import csv
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -19,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, cli_env, run_script
+
 STEPS = 30
 VECTORS = [
     "data=gmm",
@@ -84,23 +83,9 @@ class RankProbe(pl.Callback):
 def train(out: Path, *args: str, timeout: int = 600) -> None:
     if not any(a.startswith("trainer.max_steps=") for a in args):
         args = (f"trainer.max_steps={STEPS}", *args)
-    env = dict(
-        os.environ,
-        MPLBACKEND="Agg",
-        WANDB_MODE="offline",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
-    )
+    env = cli_env(PYTHONPATH=os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
     probe = [f"+callbacks.probe._target_={__name__.split('.')[-1]}.RankProbe", f"+callbacks.probe.out_dir={out}"]
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "src" / "train.py"), *VECTORS, *probe, *args, f"hydra.run.dir={out}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script("train.py", *VECTORS, *probe, *args, f"hydra.run.dir={out}", env=env, timeout=timeout)
 
 
 def losses(out: Path) -> np.ndarray:

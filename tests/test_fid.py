@@ -79,15 +79,9 @@ def test_inception_without_weights_is_a_clear_error(tmp_path):
 # --------------------------------------------------------------------------------- digits FD
 
 
-@pytest.fixture(scope="module")
-def digits_cache(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("md_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(dc.CACHE_ENV, str(cache))
-        yield cache
-
-
 def test_digits_classifier_trains_and_caches(digits_cache):
+    """``digits_cache`` (conftest.py): this run's $MOMENTUM_DIFFUSION_CACHE, where the classifier was trained
+    on first use (once per run); here it is loaded back from that cache."""
     model = dc.load_digits_classifier()
     assert model.val_accuracy > 0.95
     path = digits_cache / dc.CLASSIFIER_FILE

@@ -6,10 +6,7 @@ cannot be downloaded here); the code path is the one the real weights take."""
 from __future__ import annotations
 
 import csv
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +16,8 @@ import torch
 
 pytest.importorskip("torch_fidelity")
 
+from helpers import run_script  # noqa: E402
 from momentum_diffusion.metrics.fid import FIDUnavailable, ImageFID, InceptionFeatures, check_fid_available  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +99,10 @@ def _write_cifar(root: Path, n_per_batch: int = 8) -> None:
             pickle.dump({b"batch_label": b"fake", b"labels": [0] * n_per_batch, b"data": data}, f, protocol=2)
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, str(REPO / "src" / script), *args], capture_output=True, text=True, cwd=REPO, env=env
-    )
-
-
 def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
     data = tmp_path / "cifar"
     _write_cifar(data)
-    train = run(
+    train = run_script(
         "train.py",
         "data=cifar10",
         f"data.root={data}",
@@ -125,21 +114,23 @@ def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
         "callbacks.sample_evaluation=null",
         f"hydra.run.dir={tmp_path / 'run'}",
         f"metrics.inception_weights={tmp_path / 'missing.pth'}",
+        check=False,
     )
     assert train.returncode == 0, train.stderr[-2000:]
     assert "no FID will be logged" not in train.stderr  # the callback that would warn is off here
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     common = [f"ckpt={ckpt}", "sampler.nfe=3", "n_samples=4", "metric=fid", "metrics.fid_reference_images=6"]
-    missing = run("evaluate.py", *common, f"metrics.inception_weights={tmp_path / 'missing.pth'}")
+    missing = run_script("evaluate.py", *common, f"metrics.inception_weights={tmp_path / 'missing.pth'}", check=False)
     assert missing.returncode != 0
     assert missing.stderr.strip().splitlines() == [missing.stderr.strip().splitlines()[-1]]
     assert "missing.pth" in missing.stderr and "Traceback" not in missing.stderr
-    ok = run(
+    ok = run_script(
         "evaluate.py",
         *common,
         f"metrics.inception_weights={inception_weights}",
         f"metrics.fid_cache={tmp_path / 'stats'}",
         f"hydra.run.dir={tmp_path / 'eval'}",
+        check=False,
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "eval" / "metrics.csv")))

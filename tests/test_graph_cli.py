@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import run_script as run
 from momentum_diffusion.data.graphs import generate_community_small, write_graph_json
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = [
     "model.x_depth=1",
     "model.x_hidden=8",
@@ -28,20 +24,6 @@ TINY_MODEL = [
 ]
 
 pytestmark = pytest.mark.slow
-
-
-def run(script: str, *args: str) -> None:
-    env = dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "src" / script), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
 
 
 @pytest.mark.parametrize("diffusion,sampler", [("vp", "ams"), ("cld", "sscs")])

@@ -18,15 +18,6 @@ from momentum_diffusion.networks import (
 DATA_CH = 2  # data channels; HOLD of order 3 feeds 3 × DATA_CH
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny convs on a shared 2-core machine: OpenMP threads spin against other jobs and run ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_unet(in_ch: int, out_ch: int = DATA_CH, image_size: int = 8) -> nn.Module:
     return UNet(in_ch, out_ch, image_size, base_channels=16, channel_mult=(1, 2),
                 attention_resolutions=(image_size // 2,))  # fmt: skip

@@ -22,15 +22,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from momentum_diffusion.networks import DDPMpp, NCSNpp, UNet
 from momentum_diffusion.networks.layers import AttnBlock, FIRResample, NaiveResample, ResnetBlockBigGAN
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 KW = dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, dropout=0.0)
 NETS = {
     "ncsnpp": lambda: NCSNpp(4, 2, 8, attention_resolutions=(4,), **KW),

@@ -119,15 +119,6 @@ def test_minimiser_does_not_depend_on_weighting_at_fixed_t(case):
     assert torch.allclose(sols[0], sols[1], rtol=1e-8) and torch.allclose(sols[0], sols[2], rtol=1e-8)
 
 
-class ZeroNet(nn.Module):
-    def forward(self, z_flat, t):
-        return torch.zeros(z_flat.shape[0], z_flat.shape[1] // self.order, dtype=z_flat.dtype)
-
-    def __init__(self, order):
-        super().__init__()
-        self.order = order
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_mixed_score_with_zero_network_is_exact_for_gaussian_data(case):
     """Mixed score (CLD paper Sec. 3.2): ε̂ = ε_gauss + net; with data_std = s the Gaussian part alone is the
@@ -135,7 +126,7 @@ def test_mixed_score_with_zero_network_is_exact_for_gaussian_data(case):
     make, Objective = CASES[case]
     process = make()
     objective = Objective(mixed_score=True, data_std=DATA_STD)
-    model = objective.score_model(ZeroNet(process.order), process)
+    model = objective.score_model(ZeroBlocks(process.order, 1), process)
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(64, process.order, 3, generator=gen, dtype=F64)
     for t in [process.t_min, 0.01, 0.3, process.t_max]:

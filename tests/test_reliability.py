@@ -18,17 +18,16 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from helpers import REPO, cli_env, compose_config
 from momentum_diffusion.cli.common import build_module
 from momentum_diffusion.data.sampling import ResumableDataLoader, ResumableRandomSampler
 from momentum_diffusion.lightning.checkpointing import AtomicCheckpointIO, RunCheckpoint, load_checkpoint
 from momentum_diffusion.lightning.module import NonFiniteTrainingError
 from momentum_diffusion.lightning.preemption import PREEMPTED_EXIT_CODE, CheckpointOnSigterm
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
     # 1000 / 128 -> 7 batches per epoch
     "gmm": [
@@ -46,8 +45,7 @@ CONFIGS = {
 
 
 def tiny_config(name: str, *extra: str) -> dict:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*CONFIGS[name], *extra])
+    cfg = compose_config("train", *CONFIGS[name], *extra)
     config = {
         k: OmegaConf.to_container(cfg[k], resolve=True)
         for k in ("diffusion", "objective", "model", "sampler", "data", "optim")
@@ -138,14 +136,6 @@ def assert_same_training_state(a: tuple, b: tuple) -> None:
 
 
 _straight: dict = {}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: threads only contend (and results must not depend on them)
-    yield
-    torch.set_num_threads(threads)
 
 
 def straight_run(name: str, n: int, tmp_path_factory) -> tuple:
@@ -325,11 +315,10 @@ CLI_STEPS = 24
 
 
 def cli(*args: str, out: Path) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", MPLBACKEND="Agg")
     return subprocess.Popen(
         [sys.executable, str(REPO / "src" / "train.py"), *CLI_TRAIN, *args, f"hydra.run.dir={out}"],
         cwd=REPO,
-        env=env,
+        env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -4,16 +4,15 @@ self-contained HTML page, rendered in headless Chromium (skipped where Debian's 
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import run_python as run
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -26,13 +25,6 @@ CHROMIUM_FLAGS = [
     "--force-color-profile=srgb",
     "--hide-scrollbars",
 ]
-
-
-def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(args)}:\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -91,9 +83,7 @@ def test_benchmark_sweep_report_renders_both_runs(tmp_path):
 
 
 def test_collect_sweep_refuses_a_directory_without_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "scripts/collect_sweep.py", str(tmp_path)], capture_output=True, text=True, cwd=REPO
-    )
+    proc = run("scripts/collect_sweep.py", str(tmp_path), check=False)
     assert proc.returncode != 0 and proc.stderr.strip().startswith("error: no runs")
 
 

@@ -3,29 +3,15 @@ submitit_local and Optuna actually run (slow), and a bad strategy name is one li
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, f"{' '.join(args)}:\n{proc.stderr[-3000:]}"
-    return proc
+from helpers import compose_config
+from helpers import run_python as run
 
 
 def compose_with_hydra(name: str, *overrides: str):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose(name, overrides=list(overrides), return_hydra_config=True)
+    return compose_config(name, *overrides, hydra=True)
 
 
 def test_slurm_launcher_composes_with_cfg_hydra():

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import cli_env, compose_config, run_script
 
 
 def test_wandb_logger_config_keeps_csv_and_takes_project_entity_tags_group_offline():
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            ["logger=wandb", "logger.wandb.entity=lab", "logger.wandb.group=g", "logger.wandb.tags=[a,b]"],
-        )
+    cfg = compose_config(
+        "train", "logger=wandb", "logger.wandb.entity=lab", "logger.wandb.group=g", "logger.wandb.tags=[a,b]"
+    )
     assert cfg.logger.csv._target_.endswith("CSVLogger")
     w = cfg.logger.wandb
     assert (w.project, w.entity, w.group, list(w.tags)) == ("momentum_diffusion", "lab", "g", ["a", "b"])
@@ -63,7 +55,6 @@ def test_images_go_to_loggers_that_take_images(tmp_path):
 @pytest.mark.slow
 def test_offline_wandb_run_logs_per_nfe_metrics_images_and_csv(tmp_path):
     pytest.importorskip("wandb")
-    env = dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1")
     args = [
         "logger=wandb",
         "logger.wandb.offline=true",
@@ -79,10 +70,7 @@ def test_offline_wandb_run_logs_per_nfe_metrics_images_and_csv(tmp_path):
         "~callbacks.progress",
         f"hydra.run.dir={tmp_path}",
     ]
-    proc = subprocess.run(
-        [sys.executable, "src/train.py", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script("train.py", *args, env=cli_env(WANDB_SILENT="true"))
     assert (tmp_path / "logs" / "metrics.csv").is_file()
     history = "".join(p.read_text(errors="ignore") for p in (tmp_path / "logs").glob("*.csv"))
     assert "eval/sw2_nfe4" in history and "eval/sw2_nfe8" in history

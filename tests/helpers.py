@@ -1,0 +1,50 @@
+"""Test helpers shared by several test modules: the repository paths, the environment every entry-point
+subprocess gets, one runner for those subprocesses, and in-process Hydra composition of conf/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of an entry-point subprocess: headless plots, offline W&B, one OpenMP thread (2 shared
+    cores: spinning OpenMP threads only contend), plus ``extra``."""
+    return dict(os.environ, MPLBACKEND="Agg", WANDB_MODE="offline", OMP_NUM_THREADS="1", **extra)
+
+
+def run_python(
+    *args: str, check: bool = True, timeout: float = 600, cwd: Path = REPO, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``python ARGS…`` in ``cwd`` with :func:`cli_env`; with ``check``, a non-zero exit fails the test with
+    the end of its stderr."""
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=cli_env() if env is None else env,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_script(script: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """An entry point of src/ (``train.py``, ``sample.py``, ``evaluate.py``, ``benchmark.py``) as a user runs it."""
+    return run_python(str(REPO / "src" / script), *args, **kwargs)
+
+
+def compose_config(name: str = "train", *overrides: str, hydra: bool = False):
+    """The config of ``name`` (conf/NAME.yaml) with ``overrides``, composed in-process (no CLI start-up);
+    ``hydra=True`` keeps the ``hydra`` node (launcher, sweeper)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=list(overrides), return_hydra_config=hydra)
