@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ..lightning.callbacks import write_rows
-from ..lightning.evaluation import evaluate_samples, save_preview, uses_fid
+from ..lightning.evaluation import evaluate_samples, preview, uses_fid
 from ..metrics.fid import FIDUnavailable, check_fid_available
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
@@ -69,8 +69,8 @@ def evaluate(cfg: DictConfig):
             sampler = configure(module.sampler, nfe=nfe) if nfe is not None else module.sampler
             x, used = draw_samples(module, n, batch, cfg.seed, sampler, f"{sampler_name} NFE {nfe}")
             metrics = evaluate_samples(datamodule, x, cfg.seed, module.device, settings)
-            if x.dim() in (2, 4):  # DIR/samples/nfe<N>.png: grid (images) or scatter (vectors), for sweep reports
-                save_preview(x, out_dir / "samples" / f"nfe{nfe if nfe is not None else used}.png")
+            # DIR/samples/nfe<N>.png (grid, scatter or drawn graphs), for sweep reports
+            preview(datamodule, x, out_dir / "samples" / f"nfe{nfe if nfe is not None else used}.png")
         rows.append(
             {
                 "sampler": sampler_name,

@@ -334,12 +334,10 @@ class GraphDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
         )
 
-    def val_dataloader(self) -> DataLoader:
+    def eval_dataloader(self) -> DataLoader:
+        """The test split in order (not a Lightning hook: training has no validation step)."""
         self.setup()
         return DataLoader(TensorImages(self.test_vectors), batch_size=self.batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
 
     def reference_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n test-split vectors (repeated cyclically; shuffled by ``generator`` if given)."""

@@ -11,7 +11,7 @@ import torch
 
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
-from .evaluation import evaluate_samples, fid_available, save_preview
+from .evaluation import evaluate_samples, fid_available, preview
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,15 @@ class SampleEvaluation(pl.Callback):
             rows.append(row)
             for logger in trainer.loggers:  # logger API directly: self.log is not allowed in on_train_end
                 logger.log_metrics({f"eval/{k}_nfe{nfe}": v for k, v in metrics.items()}, step=step)
-            ref = trainer.datamodule.reference_data(x.shape[0]) if x.dim() == 2 else None
-            images[f"samples/nfe{nfe}"] = save_preview(x, out_dir / "samples" / f"step{step:07d}_nfe{nfe}.png", ref)
+            images[f"samples/nfe{nfe}"] = preview(
+                trainer.datamodule, x, out_dir / "samples" / f"step{step:07d}_nfe{nfe}.png"
+            )
             log.info(
                 "step %d NFE %d (used %d): %s", step, nfe, used, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             )
         if not trainer.is_global_zero:
             return []
-        save_preview(x, out_dir / "grid.png", ref)
+        preview(trainer.datamodule, x, out_dir / "grid.png")
         self.history.extend(rows)
         write_rows(out_dir / "eval_metrics.csv", self.history)
         plot = plot_metric_vs_nfe(rows, out_dir / "metric_vs_nfe.png", title=f"step {step}")

@@ -81,6 +81,16 @@ def evaluate_samples(
     return {"fid": image_fid(datamodule, device, settings)(samples)}
 
 
+def preview(datamodule, samples: torch.Tensor, path: str | Path) -> Path | None:
+    """The data's own picture of samples (graphs: drawn graphs), else a grid (images) or a scatter plot over
+    reference data (vectors)."""
+    own = getattr(datamodule, "save_preview", None)
+    if callable(own):
+        return own(samples, Path(path))
+    reference = datamodule.reference_data(samples.shape[0]) if samples.dim() == 2 else None
+    return save_preview(samples, path, reference)
+
+
 def save_preview(samples: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None) -> Path | None:
     """A sample grid (images) or scatter plot (2-D vectors, first two coordinates otherwise) as PNG."""
     path = Path(path)
