@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev,fid]"
+	$(PY) -m pip install -q -e ".[dev,fid,wandb]"
 	touch $(STAMP)
 
 install: $(STAMP)
