@@ -3,6 +3,7 @@ subprocess gets, one runner for those subprocesses, and in-process Hydra composi
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -10,6 +11,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+# train.py on the digits in seconds: the CLI tests' training run
+TINY_TRAIN = [
+    "trainer.max_steps=12",
+    "model.base_channels=16",
+    "data.batch_size=32",
+    "sampler.nfe=[4,8]",  # the one NFE knob; a list = the training evaluation at each budget
+    "callbacks.sample_evaluation.n_samples=32",
+    "callbacks.checkpoint.every_n_train_steps=6",
+]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def cli_env(**extra: str) -> dict[str, str]:

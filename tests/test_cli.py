@@ -1,8 +1,8 @@
-"""The command-line contract (DESIGN.md §8) through the real entry points, and the bad-input battery."""
+"""The command-line contract (DESIGN.md §8) through the real entry points on one tiny trained checkpoint: train,
+sample, evaluate, resume, and the bad-input battery (runs that need no checkpoint: test_cli_runs.py)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 
@@ -11,16 +11,8 @@ import pytest
 import torch
 
 from cli_battery import run_battery
+from helpers import TINY_TRAIN, read_csv
 from helpers import run_script as run
-
-TINY_TRAIN = [
-    "trainer.max_steps=12",
-    "model.base_channels=16",
-    "data.batch_size=32",
-    "sampler.nfe=[4,8]",  # the one NFE knob; a list = the training evaluation at each budget
-    "callbacks.sample_evaluation.n_samples=32",
-    "callbacks.checkpoint.every_n_train_steps=6",
-]
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +20,6 @@ def trained(tmp_path_factory, digits_cache):
     out = tmp_path_factory.mktemp("train")
     run("train.py", *TINY_TRAIN, f"hydra.run.dir={out}")
     return out
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_train_writes_checkpoint_grid_and_metric_per_nfe(trained):
@@ -157,84 +144,3 @@ def test_bad_input_battery_one_clear_line_no_traceback_nothing_lost(trained, tmp
     assert not failures, "\n\n".join(failures)
     assert digest(ckpt) == before
     assert not (tmp_path / "out" / "samples.npz").exists()
-
-
-def test_benchmark_cli_is_deterministic_and_works_on_an_unseen_spec(tmp_path):
-    spec = tmp_path / "new_3d.yaml"
-    spec.write_text(
-        "name: new_3d\ndim: 3\ncomponents:\n- weight: 2\n  mean: [1, 0, 0]\n  diag: [0.1, 0.2, 0.05]\n"
-        "- weight: 1\n  mean: [-1, 0.5, 0]\n  std: 0.2\n"
-    )
-    for name in ("a", "b"):
-        run(
-            "benchmark.py",
-            f"gmm={spec}",
-            "diffusion=cld",
-            "sampler=sscs",
-            "sampler.nfe=[10,20]",
-            "n_samples=300",
-            f"hydra.run.dir={tmp_path / name}",
-        )
-    a, b = read_csv(tmp_path / "a" / "results.csv"), read_csv(tmp_path / "b" / "results.csv")
-    columns = "gmm,diffusion,sampler,nfe_budget,nfe_used,sw2,noise_floor,mode_tv,mode_kl,seconds".split(",")
-    assert list(a[0])[: len(columns)] == columns
-    assert [r["sw2"] for r in a] == [r["sw2"] for r in b]
-    np.testing.assert_array_equal(np.load(tmp_path / "a/samples/nfe20.npy"), np.load(tmp_path / "b/samples/nfe20.npy"))
-    assert np.load(tmp_path / "a/samples/nfe20.npy").shape == (300, 3)
-    assert (tmp_path / "a" / "sw2_vs_nfe.png").is_file()
-
-
-def test_users_hold_command_trains_on_digits(tmp_path, digits_cache):
-    run(
-        "train.py",
-        "diffusion=hold",
-        "sampler=lie_trotter",
-        *TINY_TRAIN,
-        "trainer.max_steps=6",
-        f"hydra.run.dir={tmp_path}",
-    )
-    rows = read_csv(tmp_path / "eval_metrics.csv")
-    assert [int(r["nfe_budget"]) for r in rows] == [4, 8]
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert state["hyper_parameters"]["identity"]["process"] == "hold"
-    assert state["hyper_parameters"]["identity"]["order"] == 3
-
-
-def test_gddim_noise_factor_trains_and_samples_with_expint(tmp_path, digits_cache):
-    """objective.kt=gddim end to end: the checkpoint records it and expint samples from it (ε̂ directly)."""
-    out = tmp_path / "train"
-    run(
-        "train.py",
-        "objective.kt=gddim",
-        "sampler=expint",
-        "sampler.noise=0.0",
-        *TINY_TRAIN,
-        "trainer.max_steps=6",
-        f"hydra.run.dir={out}",
-    )
-    ckpt = out / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    assert state["hyper_parameters"]["identity"]["kt"] == "gddim"
-    assert [int(r["nfe_budget"]) for r in read_csv(out / "eval_metrics.csv")] == [4, 8]
-    run("sample.py", f"ckpt={ckpt}", "sampler=expint", "sampler.nfe=6", "n_samples=8", f"hydra.run.dir={tmp_path}")
-    assert np.load(tmp_path / "samples.npz")["samples"].shape[0] == 8
-
-
-def test_bf16_mixed_precision_trains_on_cpu(tmp_path, digits_cache):
-    run(
-        "train.py",
-        *TINY_TRAIN,
-        "trainer.max_steps=4",
-        "trainer.precision=bf16-mixed",
-        "optim.channels_last=true",
-        f"hydra.run.dir={tmp_path}",
-    )
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
-
-
-@pytest.mark.slow
-def test_ddp_on_cpu_with_gloo_trains_two_processes(tmp_path, digits_cache):
-    run("train.py", *TINY_TRAIN, "trainer=ddp_cpu", "trainer.max_steps=4", f"hydra.run.dir={tmp_path}", timeout=600)
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert state["global_step"] == 4

@@ -1,0 +1,93 @@
+"""The command-line contract through the real entry points, runs that need no shared checkpoint: the benchmark,
+HOLD, the gDDIM noise factor with expint, bf16 and DDP (a file of its own so that the xdist workers share the CLI
+runs: test_cli.py holds the ones built on its trained checkpoint)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import TINY_TRAIN, read_csv
+from helpers import run_script as run
+
+
+def test_benchmark_cli_is_deterministic_and_works_on_an_unseen_spec(tmp_path):
+    spec = tmp_path / "new_3d.yaml"
+    spec.write_text(
+        "name: new_3d\ndim: 3\ncomponents:\n- weight: 2\n  mean: [1, 0, 0]\n  diag: [0.1, 0.2, 0.05]\n"
+        "- weight: 1\n  mean: [-1, 0.5, 0]\n  std: 0.2\n"
+    )
+    for name in ("a", "b"):
+        run(
+            "benchmark.py",
+            f"gmm={spec}",
+            "diffusion=cld",
+            "sampler=sscs",
+            "sampler.nfe=[10,20]",
+            "n_samples=300",
+            f"hydra.run.dir={tmp_path / name}",
+        )
+    a, b = read_csv(tmp_path / "a" / "results.csv"), read_csv(tmp_path / "b" / "results.csv")
+    columns = "gmm,diffusion,sampler,nfe_budget,nfe_used,sw2,noise_floor,mode_tv,mode_kl,seconds".split(",")
+    assert list(a[0])[: len(columns)] == columns
+    assert [r["sw2"] for r in a] == [r["sw2"] for r in b]
+    np.testing.assert_array_equal(np.load(tmp_path / "a/samples/nfe20.npy"), np.load(tmp_path / "b/samples/nfe20.npy"))
+    assert np.load(tmp_path / "a/samples/nfe20.npy").shape == (300, 3)
+    assert (tmp_path / "a" / "sw2_vs_nfe.png").is_file()
+
+
+def test_users_hold_command_trains_on_digits(tmp_path, digits_cache):
+    run(
+        "train.py",
+        "diffusion=hold",
+        "sampler=lie_trotter",
+        *TINY_TRAIN,
+        "trainer.max_steps=6",
+        f"hydra.run.dir={tmp_path}",
+    )
+    rows = read_csv(tmp_path / "eval_metrics.csv")
+    assert [int(r["nfe_budget"]) for r in rows] == [4, 8]
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["hyper_parameters"]["identity"]["process"] == "hold"
+    assert state["hyper_parameters"]["identity"]["order"] == 3
+
+
+def test_gddim_noise_factor_trains_and_samples_with_expint(tmp_path, digits_cache):
+    """objective.kt=gddim end to end: the checkpoint records it and expint samples from it (ε̂ directly)."""
+    out = tmp_path / "train"
+    run(
+        "train.py",
+        "objective.kt=gddim",
+        "sampler=expint",
+        "sampler.noise=0.0",
+        *TINY_TRAIN,
+        "trainer.max_steps=6",
+        f"hydra.run.dir={out}",
+    )
+    ckpt = out / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["hyper_parameters"]["identity"]["kt"] == "gddim"
+    assert [int(r["nfe_budget"]) for r in read_csv(out / "eval_metrics.csv")] == [4, 8]
+    run("sample.py", f"ckpt={ckpt}", "sampler=expint", "sampler.nfe=6", "n_samples=8", f"hydra.run.dir={tmp_path}")
+    assert np.load(tmp_path / "samples.npz")["samples"].shape[0] == 8
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path, digits_cache):
+    run(
+        "train.py",
+        *TINY_TRAIN,
+        "trainer.max_steps=4",
+        "trainer.precision=bf16-mixed",
+        "optim.channels_last=true",
+        f"hydra.run.dir={tmp_path}",
+    )
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_gloo_trains_two_processes(tmp_path, digits_cache):
+    run("train.py", *TINY_TRAIN, "trainer=ddp_cpu", "trainer.max_steps=4", f"hydra.run.dir={tmp_path}", timeout=600)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 4
