@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from helpers import compose_config
 from helpers import run_python as run
@@ -14,10 +15,11 @@ def compose_with_hydra(name: str, *overrides: str):
     return compose_config(name, *overrides, hydra=True)
 
 
-def test_slurm_launcher_composes_with_cfg_hydra():
+def test_slurm_launcher_composes_with_its_settings():
+    """In-process composition (what `train.py … --cfg hydra` prints, without a CLI start-up)."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the [slurm] extra is not installed")
-    proc = run("src/train.py", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
-    launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
+    cfg = compose_with_hydra("train", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu")
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert launcher["partition"] == "gpu" and launcher["timeout_min"] > 0 and launcher["array_parallelism"] > 0
 
