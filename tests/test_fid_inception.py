@@ -16,6 +16,7 @@ import torch
 
 pytest.importorskip("torch_fidelity")
 
+from cli_battery import run_battery  # noqa: E402
 from helpers import run_script  # noqa: E402
 from momentum_diffusion.metrics.fid import FIDUnavailable, ImageFID, InceptionFeatures, check_fid_available  # noqa: E402
 
@@ -120,19 +121,20 @@ def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
     assert "no FID will be logged" not in train.stderr  # the callback that would warn is off here
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     common = [f"ckpt={ckpt}", "sampler.nfe=3", "n_samples=4", "metric=fid", "metrics.fid_reference_images=6"]
-    missing = run_script("evaluate.py", *common, f"metrics.inception_weights={tmp_path / 'missing.pth'}", check=False)
-    assert missing.returncode != 0
-    assert missing.stderr.strip().splitlines() == [missing.stderr.strip().splitlines()[-1]]
-    assert "missing.pth" in missing.stderr and "Traceback" not in missing.stderr
-    ok = run_script(
-        "evaluate.py",
-        *common,
-        f"metrics.inception_weights={inception_weights}",
-        f"metrics.fid_cache={tmp_path / 'stats'}",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-        check=False,
-    )
-    assert ok.returncode == 0, ok.stderr[-2000:]
+    # both evaluate.py command lines in one process (tests/cli_battery.py: each through the script's __main__ path)
+    missing, ok = run_battery(
+        [
+            ("evaluate.py", [*common, f"metrics.inception_weights={tmp_path / 'missing.pth'}",
+                             f"hydra.run.dir={tmp_path / 'missing'}"]),
+            ("evaluate.py", [*common, f"metrics.inception_weights={inception_weights}",
+                             f"metrics.fid_cache={tmp_path / 'stats'}", f"hydra.run.dir={tmp_path / 'eval'}"]),
+        ],
+        tmp_path,
+    )  # fmt: skip
+    assert missing["code"] != 0
+    assert missing["stderr"].strip().splitlines() == [missing["stderr"].strip().splitlines()[-1]]
+    assert "missing.pth" in missing["stderr"] and "Traceback" not in missing["stderr"]
+    assert ok["code"] == 0, ok["stderr"][-2000:]
     rows = list(csv.DictReader(open(tmp_path / "eval" / "metrics.csv")))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["fid"])) and float(rows[0]["fid"]) >= 0
     assert len(list((tmp_path / "stats").glob("CIFAR10DataModule-*-n6-inception*.npz"))) == 1
