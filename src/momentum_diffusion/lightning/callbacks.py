@@ -11,7 +11,7 @@ import torch
 
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
-from .evaluation import evaluate_samples, fid_available, preview
+from .evaluation import evaluate_samples, fid_available, image_fid, preview, uses_fid
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +36,33 @@ class SampleEvaluation(pl.Callback):
         self.history: list[dict] = []
 
     def on_fit_start(self, trainer, pl_module):
-        """Say once, at the start and not after hours of training, when FID cannot be computed."""
-        if trainer.is_global_zero and not fid_available(trainer.datamodule, self.metrics):
+        """Say once, at the start and not after hours of training, when FID cannot be computed (every rank
+        checks, so that all of them agree on whether the sharded FID collective runs)."""
+        if not fid_available(trainer.datamodule, self.metrics, warn=trainer.is_global_zero):
             self.metrics["fid"] = False
 
-    def draw(self, trainer, pl_module, sampler) -> tuple[torch.Tensor, int]:
+    def draw(self, trainer, pl_module, sampler) -> tuple[torch.Tensor, torch.Tensor, int]:
         """``n_samples`` samples, sharded over the ranks (each draws ⌈n / world⌉ with seed + rank) and gathered,
-        so that evaluation time falls as 1/N and no rank idles into the collective timeout."""
+        so that evaluation time falls as 1/N and no rank idles into the collective timeout.
+        Returns (all samples, this rank's shard, NFE used)."""
         world, rank = trainer.world_size, trainer.global_rank
         share = -(-self.n_samples // world)
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed + rank)
-        x, used = pl_module.sample(share, sampler, generator=gen)
+        shard, used = pl_module.sample(share, sampler, generator=gen)
+        x = shard
         if world > 1:
-            x = trainer.strategy.all_gather(x.to(pl_module.device)).reshape(-1, *x.shape[1:])[: self.n_samples]
-            x = x.cpu()
-        return x, used
+            x = trainer.strategy.all_gather(shard.to(pl_module.device)).reshape(-1, *shard.shape[1:])
+            x = x[: self.n_samples].cpu()
+        return x, shard, used
+
+    def sharded_fid(self, trainer, pl_module, shard) -> float | None:
+        """Under DDP with image data: every rank featurises its own shard, the moments are summed, rank 0
+        takes the distance (None on the other ranks, and when FID is off or there is one process)."""
+        if trainer.world_size == 1 or not uses_fid(trainer.datamodule) or self.metrics.get("fid") is False:
+            return None
+        fid = image_fid(trainer.datamodule, pl_module.device, self.metrics)
+        moments = fid.union_moments(shard, lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
+        return fid.distance(moments) if trainer.is_global_zero else None
 
     @staticmethod
     def budgets(pl_module) -> list:
@@ -78,11 +90,15 @@ class SampleEvaluation(pl.Callback):
         rows, images = [], {}
         for nfe in self.budgets(pl_module):
             sampler = configure(pl_module.sampler, nfe=nfe) if nfe is not None else pl_module.sampler
-            x, used = self.draw(trainer, pl_module, sampler)  # every rank samples its share
+            x, shard, used = self.draw(trainer, pl_module, sampler)  # every rank samples its share
+            fid = self.sharded_fid(trainer, pl_module, shard)  # a collective: every rank takes part
             if not trainer.is_global_zero:
                 continue
             nfe = used if nfe is None else nfe
-            metrics = evaluate_samples(trainer.datamodule, x, self.seed, pl_module.device, self.metrics)
+            if fid is not None:
+                metrics = {"fid": fid}
+            else:
+                metrics = evaluate_samples(trainer.datamodule, x, self.seed, pl_module.device, self.metrics)
             row = {"step": step, "nfe_budget": nfe, "nfe_used": used, **metrics}
             rows.append(row)
             for logger in trainer.loggers:  # logger API directly: self.log is not allowed in on_train_end

@@ -19,7 +19,7 @@ def uses_fid(datamodule) -> bool:
     return getattr(datamodule, "kind", None) == "image" and type(datamodule).__name__ != "DigitsDataModule"
 
 
-def fid_available(datamodule, settings: dict | None = None) -> bool:
+def fid_available(datamodule, settings: dict | None = None, warn: bool = True) -> bool:
     """False (with one warning) when the data is scored by FID and FID cannot be computed here."""
     from ..metrics.fid import FIDUnavailable, check_fid_available
 
@@ -28,7 +28,8 @@ def fid_available(datamodule, settings: dict | None = None) -> bool:
     try:
         check_fid_available((settings or {}).get("inception_weights"))
     except FIDUnavailable as exc:
-        log.warning("no FID will be logged: %s", exc)
+        if warn:
+            log.warning("no FID will be logged: %s", exc)
         return False
     return True
 
