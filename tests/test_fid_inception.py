@@ -138,3 +138,34 @@ def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "eval" / "metrics.csv")))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["fid"])) and float(rows[0]["fid"]) >= 0
     assert len(list((tmp_path / "stats").glob("CIFAR10DataModule-*-n6-inception*.npz"))) == 1
+
+
+@pytest.mark.slow
+def test_training_evaluation_fid_is_sharded_over_two_ddp_ranks(inception_weights, tmp_path):
+    """Two gloo ranks: each samples and featurises its shard, the moments are all-reduced, rank 0 logs the FID
+    (and nobody hangs in the collective)."""
+    data = tmp_path / "cifar"
+    _write_cifar(data)
+    train = run_script(
+        "train.py",
+        "data=cifar10",
+        f"data.root={data}",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "model=unet_small",
+        "model.base_channels=8",
+        "trainer=ddp_cpu",
+        "trainer.max_steps=2",
+        "sampler.nfe=3",
+        "callbacks.sample_evaluation.n_samples=6",
+        "~callbacks.progress",
+        f"metrics.inception_weights={inception_weights}",
+        "metrics.fid_reference_images=6",
+        f"metrics.fid_cache={tmp_path / 'stats'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+        timeout=900,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "eval_metrics.csv")))
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["fid"])) and float(rows[0]["fid"]) >= 0
