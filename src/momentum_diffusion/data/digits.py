@@ -128,6 +128,12 @@ class DigitsDataModule(pl.LightningDataModule):
         images = self.val_images if len(self.val_images) > 0 else self.train_images
         return DataLoader(TensorImages(images), batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
+    def evaluate(self, samples: torch.Tensor, seed: int = 0) -> dict[str, float]:
+        """The digits' own metric: Fréchet distance in the project's digits-classifier features (not FID)."""
+        from ..metrics.digits_classifier import digits_fd  # the classifier trains on this module's data
+
+        return {"fd_digits": float(digits_fd(samples))}
+
     # ------------------------------------------------------- reference data
     def reference_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` real images (n, *data_shape): the val split first, then train.

@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def uses_fid(datamodule) -> bool:
-    """Image data other than the digits (which have their own classifier's FD) is scored by FID."""
-    return getattr(datamodule, "kind", None) == "image" and type(datamodule).__name__ != "DigitsDataModule"
+    """Image data is scored by FID unless the data module has its own metric (``evaluate``: the digits'
+    classifier FD, the graphs' MMDs)."""
+    return getattr(datamodule, "kind", None) == "image" and not callable(getattr(datamodule, "evaluate", None))
 
 
 def fid_available(datamodule, settings: dict | None = None, warn: bool = True) -> bool:
@@ -58,7 +59,7 @@ def evaluate_samples(
     """Metrics of data-space samples against fresh/held-out real data of the same size (FID against the cached
     statistics of the data set's reference images). ``settings``: the ``metrics`` config (FID weights, …)."""
     own = getattr(datamodule, "evaluate", None)
-    if callable(own):  # the data's own metrics (graphs: degree/cluster/orbit MMD², data/graphs.py)
+    if callable(own):  # the data's own metrics (digits: classifier FD; graphs: degree/cluster/orbit MMD²)
         return own(samples, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     if getattr(datamodule, "kind", None) == "vector":
@@ -73,10 +74,6 @@ def evaluate_samples(
             quality = mode_quality(samples, gmm)  # scalars, plus per-mode lists that a metrics row cannot hold
             out.update({k: float(v) for k, v in quality.items() if not isinstance(v, (list, tuple))})
         return out
-    if type(datamodule).__name__ == "DigitsDataModule":
-        from ..metrics.digits_classifier import digits_fd
-
-        return {"fd_digits": float(digits_fd(samples))}
     if (settings or {}).get("fid") is False:  # unavailable: warned once at the start of training
         return {}
     return {"fid": image_fid(datamodule, device, settings)(samples)}

@@ -152,6 +152,27 @@ class InceptionFeatures(nn.Module):
         return self.net(x)
 
 
+def save_random_inception(path: str | os.PathLike, seed: int = 0) -> Path:
+    """A randomly initialised FID Inception-v3 saved in the real weights file's format: exercises the whole FID
+    path (tests, ``make gpu-check``) where the real file cannot be had; its FID values mean nothing."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    cls, load, download = (
+        fe.FeatureExtractorInceptionV3,
+        fe.FeatureExtractorInceptionV3.load_state_dict,
+        fe.load_state_dict_from_url,
+    )
+    try:
+        cls.load_state_dict = lambda self, *a, **k: None  # keep the random initialisation
+        fe.load_state_dict_from_url = lambda *a, **k: {}  # and never touch the network
+        torch.manual_seed(seed)
+        net = cls("inception-v3-compat", ["2048"])
+    finally:
+        cls.load_state_dict, fe.load_state_dict_from_url = load, download
+    torch.save(net.state_dict(), path)
+    return Path(path)
+
+
 class FIDUnavailable(RuntimeError):
     """FID cannot be computed here (torch-fidelity or the Inception weights missing); the message says how."""
 
@@ -238,8 +259,8 @@ class ImageFID:
         batch_size: int = 250,
         extractor: nn.Module | None = None,
     ):
-        self.path = check_fid_available(weights_path) if extractor is None else None
-        self.extractor = (extractor or InceptionFeatures(self.path)).to(device).eval()
+        self.extractor = (extractor or InceptionFeatures(weights_path)).to(device).eval()  # checks the weights
+        self.path = inception_weights_path(weights_path) if extractor is None else None
         self.datamodule, self.n_reference, self.batch_size = datamodule, n_reference, batch_size
         self.device = torch.device(device)
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "momentum_diffusion" / "fid").expanduser()
