@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
 import subprocess
 import sys
@@ -28,18 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from momentum_diffusion.data.images import write_cifar10_batches
+from momentum_diffusion.metrics.fid import save_random_inception
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLERS = ["em", "pc", "sscs", "lie_trotter", "ams", "expint"]  # every sampler of CLD and HOLD (+ ode below)
-
-
-def write_cifar10(root: Path, per_batch: int) -> None:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.RandomState(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.randint(0, 256, size=(per_batch, 3072)).astype(np.uint8)
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": b"gpu-check", b"labels": [0] * per_batch, b"data": data}, f, protocol=2)
 
 
 def write_celebahq(root: Path, n: int, size: int) -> None:
@@ -49,22 +41,6 @@ def write_celebahq(root: Path, n: int, size: int) -> None:
     rng = np.random.RandomState(0)
     for i in range(n):
         Image.fromarray(rng.randint(0, 256, size=(size, size, 3)).astype(np.uint8)).save(root / f"{i:05d}.jpg")
-
-
-def random_inception(path: Path) -> Path:
-    """A randomly initialised FID Inception-v3 in the real file's format (checks the path, not the value)."""
-    import torch
-    import torch_fidelity.feature_extractor_inceptionv3 as fe
-
-    cls, load = fe.FeatureExtractorInceptionV3, fe.FeatureExtractorInceptionV3.load_state_dict
-    try:
-        cls.load_state_dict = lambda self, *a, **k: None
-        fe_download, fe.load_state_dict_from_url = fe.load_state_dict_from_url, lambda *a, **k: {}
-        net = cls("inception-v3-compat", ["2048"])
-    finally:
-        cls.load_state_dict, fe.load_state_dict_from_url = load, fe_download
-    torch.save(net.state_dict(), path)
-    return path
 
 
 def peak_memory(run_dir: Path) -> str:
@@ -138,9 +114,9 @@ def main(argv=None) -> int:
             return 2
         print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     batch = 8 if args.tiny else 128
-    write_cifar10(out / "cifar10", per_batch=max(batch, 64 if args.tiny else 512))
+    write_cifar10_batches(out / "cifar10", per_batch=max(batch, 64 if args.tiny else 512))
     write_celebahq(out / "celebahq", n=16 if args.tiny else 64, size=256)
-    weights = Path(args.inception_weights) if args.inception_weights else random_inception(out / "inception.pth")
+    weights = Path(args.inception_weights) if args.inception_weights else save_random_inception(out / "inception.pth")
     tiny = ["model=unet_small", "model.base_channels=8", "trainer=cpu", "data.num_workers=0"] if args.tiny else []
     n_ref, n_eval = (16, 8) if args.tiny else (2048, 256)
     fid = [

@@ -6,7 +6,6 @@ cannot be downloaded here); the code path is the one the real weights take."""
 from __future__ import annotations
 
 import csv
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +17,19 @@ pytest.importorskip("torch_fidelity")
 
 from cli_battery import run_battery  # noqa: E402
 from helpers import run_script  # noqa: E402
-from momentum_diffusion.metrics.fid import FIDUnavailable, ImageFID, InceptionFeatures, check_fid_available  # noqa: E402
+from momentum_diffusion.data.images import write_cifar10_batches  # noqa: E402
+from momentum_diffusion.metrics.fid import (  # noqa: E402
+    FIDUnavailable,
+    ImageFID,
+    InceptionFeatures,
+    check_fid_available,
+    save_random_inception,
+)
 
 
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory) -> Path:
-    """A randomly initialised FID Inception-v3 saved in the format of the real weights file."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fe
-
-    cls = fe.FeatureExtractorInceptionV3
-    original = cls.load_state_dict
-    patched_download = fe.load_state_dict_from_url
-    try:
-        cls.load_state_dict = lambda self, state_dict, *a, **k: None  # keep the random initialisation
-        fe.load_state_dict_from_url = lambda *a, **k: {}  # and never touch the network
-        torch.manual_seed(0)
-        net = cls("inception-v3-compat", ["2048"])
-    finally:
-        cls.load_state_dict, fe.load_state_dict_from_url = original, patched_download
-    path = tmp_path_factory.mktemp("inception") / "pt_inception-2015-12-05-6726825d.pth"
-    torch.save(net.state_dict(), path)
-    return path
+    return save_random_inception(tmp_path_factory.mktemp("inception") / "pt_inception-2015-12-05-6726825d.pth")
 
 
 class Images:
@@ -90,30 +81,26 @@ def test_missing_weights_is_one_clear_line(tmp_path):
         check_fid_available(tmp_path / "nowhere.pth")
 
 
-def _write_cifar(root: Path, n_per_batch: int = 8) -> None:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.RandomState(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.randint(0, 256, size=(n_per_batch, 3072)).astype(np.uint8)
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": b"fake", b"labels": [0] * n_per_batch, b"data": data}, f, protocol=2)
-
-
-def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
-    data = tmp_path / "cifar"
-    _write_cifar(data)
-    train = run_script(
-        "train.py",
+def tiny_cifar_training(tmp_path: Path) -> list[str]:
+    """train.py overrides: a small UNet on stand-in CIFAR-10 files written under tmp_path."""
+    write_cifar10_batches(tmp_path / "cifar", per_batch=8)
+    return [
         "data=cifar10",
-        f"data.root={data}",
+        f"data.root={tmp_path / 'cifar'}",
         "data.num_workers=0",
-        "data.batch_size=8",
         "model=unet_small",
         "model.base_channels=8",
         "trainer.max_steps=2",
-        "callbacks.sample_evaluation=null",
         f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+
+
+def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
+    train = run_script(
+        "train.py",
+        *tiny_cifar_training(tmp_path),
+        "data.batch_size=8",
+        "callbacks.sample_evaluation=null",
         f"metrics.inception_weights={tmp_path / 'missing.pth'}",
         check=False,
     )
@@ -144,25 +131,17 @@ def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
 def test_training_evaluation_fid_is_sharded_over_two_ddp_ranks(inception_weights, tmp_path):
     """Two gloo ranks: each samples and featurises its shard, the moments are all-reduced, rank 0 logs the FID
     (and nobody hangs in the collective)."""
-    data = tmp_path / "cifar"
-    _write_cifar(data)
     train = run_script(
         "train.py",
-        "data=cifar10",
-        f"data.root={data}",
-        "data.num_workers=0",
+        *tiny_cifar_training(tmp_path),
         "data.batch_size=4",
-        "model=unet_small",
-        "model.base_channels=8",
         "trainer=ddp_cpu",
-        "trainer.max_steps=2",
         "sampler.nfe=3",
         "callbacks.sample_evaluation.n_samples=6",
         "~callbacks.progress",
         f"metrics.inception_weights={inception_weights}",
         "metrics.fid_reference_images=6",
         f"metrics.fid_cache={tmp_path / 'stats'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
         check=False,
         timeout=900,
     )

@@ -210,6 +210,19 @@ def download_and_extract(url: str, root: Path, md5: str | None, timeout: float, 
             os.remove(tmp)
 
 
+def write_cifar10_batches(root: str | os.PathLike, per_batch: int, seed: int = 0) -> Path:
+    """Random images in CIFAR-10's official pickle layout (data_batch_1..5, test_batch) under
+    ``root/cifar-10-batches-py``: stand-in files for tests and ``make gpu-check``."""
+    folder = Path(root) / CIFAR10_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.randint(0, 256, size=(per_batch, 3072)).astype(np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": b"stand-in", b"labels": [0] * per_batch, b"data": data}, f, protocol=2)
+    return folder
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One official CIFAR-10 python batch -> uint8 images (N, 3, 32, 32) and int64 labels (N,).
 
