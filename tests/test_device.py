@@ -87,9 +87,9 @@ def test_exact_mixture_score_follows_the_device(spec, process_name):
 
 
 class TinyNet(torch.nn.Module):
-    def __init__(self, order: int, d: int):
+    def __init__(self, order: int, d: int, blocks: int = 1):
         super().__init__()
-        self.lin = torch.nn.Linear(order * d + 1, d)
+        self.lin = torch.nn.Linear(order * d + 1, blocks * d)  # ε of the predicted blocks
 
     def forward(self, z_flat, t):
         return self.lin(torch.cat([z_flat, t[:, None]], dim=1))
@@ -102,9 +102,7 @@ def test_score_model_training_loss_and_sampling_follow_the_device(mixed_score, k
     process, d = cld(), 3
     torch.manual_seed(0)
     blocks = 1 if kt == "cholesky" else process.order
-    net = TinyNet(process.order, d * blocks) if blocks > 1 else TinyNet(process.order, d)
-    if blocks > 1:
-        net.lin = torch.nn.Linear(process.order * d + 1, d * blocks)
+    net = TinyNet(process.order, d, blocks)
     model = ScoreModel(net, process, mixed_score=mixed_score, data_std=0.5, kt=kt)
     objective = NoisePredictionObjective(mixed_score=mixed_score, kt=kt)
     x0 = torch.randn(8, d)
