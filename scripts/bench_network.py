@@ -447,7 +447,7 @@ def bench_samplers(args, cfg, config, process, objective, device, forward_s: flo
     from momentum_diffusion.cli.common import build_sampler
 
     shape = config["data_shape"]
-    out_blocks = _out_blocks(process, objective)
+    out_blocks = objective.noise_factor.blocks(process)
     free = _FreeNet(torch.zeros(args.infer_batch, out_blocks * shape[0], *shape[1:], device=device))
     score = objective.score_model(free, process)
     results = {}
@@ -472,12 +472,6 @@ def bench_samplers(args, cfg, config, process, objective, device, forward_s: flo
         overhead = statistics.median(times)
         results[name] = {"nfe": nfe, "overhead_s": overhead, "share": overhead / (nfe * forward_s)}
     return results
-
-
-def _out_blocks(process, objective) -> int:
-    from momentum_diffusion.processes.noise_factor import noise_blocks
-
-    return noise_blocks(process, getattr(objective, "kt", "cholesky"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -627,7 +621,7 @@ def run(argv=None) -> dict:
     config = train_config(cfg, data_shape_of(cfg, args.data_shape))
     process = instantiate(config["diffusion"], _convert_="all")
     objective = instantiate(config["objective"])
-    order, out_blocks = process.order, _out_blocks(process, objective)
+    order, out_blocks = process.order, objective.noise_factor.blocks(process)
     baseline = load_baseline(args.baseline) if args.baseline else None
 
     params, gf, gfb = count_flops(config, order, out_blocks)

@@ -108,3 +108,23 @@ def test_gddim_noise_factor_predicts_every_block_and_is_recorded(diffusion, data
         check_identity(module.identity, plain.identity)
     legacy = {key: value for key, value in plain.identity.items() if key != "kt"}  # written before kt existed
     check_identity(legacy, plain.identity)
+
+
+def test_progress_observer_keeps_the_noise_prediction_contract(monkeypatch):
+    """A progress observer (sample.py/evaluate.py) sees every network evaluation and does not hide the
+    score model's ε̂ from expint: with objective.kt=gddim = sampler.kt, expint calls predict_noise."""
+    from momentum_diffusion.samplers import configure
+    from momentum_diffusion.samplers.base import NoisePredictingScore, predicted_noise
+
+    cfg = compose_train("diffusion=cld", "data=gmm", "objective.kt=gddim", "sampler=expint", *TINY_MODEL["gmm"])
+    module = module_for(cfg, SHAPES["gmm"])
+    score = module.score_fn(observer=lambda: None)
+    assert isinstance(score, NoisePredictingScore)
+    assert predicted_noise(score, module.objective.noise_factor) == score.predict_noise
+    calls, score_calls = [], []
+    original = type(score).score
+    monkeypatch.setattr(type(score), "score", lambda self, z, t: score_calls.append(t) or original(self, z, t))
+    sampler = configure(module.sampler, nfe=6, noise=0.0, kt="gddim", denoise=True)
+    _, nfe = module.sample(5, sampler, generator=torch.Generator().manual_seed(0), observer=lambda: calls.append(1))
+    assert nfe == 6 and len(calls) == 6  # every evaluation observed
+    assert len(score_calls) == 1  # the final denoising step only: the 5 steps took ε̂ directly

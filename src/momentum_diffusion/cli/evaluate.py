@@ -25,7 +25,7 @@ from .common import (
     one_line_errors,
     run_sampler_config,
 )
-from .sample import draw_samples
+from .drawing import draw_samples
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..lightning.evaluation import save_preview
 from ..samplers.budget import nfe_budgets
@@ -19,46 +18,12 @@ from .common import (
     check_positive_int,
     check_seed,
     claim_run_dir,
-    make_generator,
     module_from_checkpoint,
     one_line_errors,
 )
+from .drawing import draw_samples
 
 log = logging.getLogger(__name__)
-
-
-def draw_samples(module, n: int, batch_size: int, seed: int, sampler=None, description: str = "sampling"):
-    """n samples with a Rich progress bar that advances on every score evaluation."""
-    sampler = sampler or module.sampler
-    budget = getattr(sampler, "keywords", {}).get("nfe")
-    n_batches = -(-n // batch_size)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-        task = bar.add_task(description, total=budget * n_batches if budget else None)
-        base_score = module.score_fn
-
-        def score_with_progress(ema=True):
-            score = base_score(ema)
-
-            def call(z, t):
-                bar.advance(task)
-                return score(z, t)
-
-            return call
-
-        module.score_fn = score_with_progress
-        try:
-            gen = make_generator(seed, module.device)
-            x, nfe = module.sample(n, sampler, generator=gen, batch_size=batch_size)
-        finally:
-            module.score_fn = base_score
-    bad = int((~x.flatten(1).isfinite().all(1)).sum()) if x.numel() else 0
-    if bad:  # never write or score NaN samples (they made evaluate.py fail with "Eigenvalues did not converge")
-        name = getattr(getattr(sampler, "func", sampler), "sampler_name", type(sampler).__name__)
-        raise UserError(
-            f"{bad} of {n} samples are non-finite (sampler {name}, NFE {nfe}); nothing written or scored: "
-            "try a larger sampler.nfe or another sampler"
-        )
-    return x, nfe
 
 
 @one_line_errors

@@ -12,7 +12,6 @@ from torch import nn
 
 from ..objectives import NoisePredictionObjective
 from ..processes.core import Process
-from ..processes.noise_factor import noise_blocks
 from ..samplers import check_support
 from .checkpointing import CheckpointMismatchError, check_identity, checkpoint_identity  # noqa: F401
 
@@ -52,8 +51,8 @@ class DiffusionModule(pl.LightningModule):
             check_support(sampler, process)
         self.process, self.objective, self.sampler = process, objective, sampler
         self.data_shape = tuple(data_shape)
-        kt = getattr(objective, "kt", "cholesky")
-        self.net = build_network(net_factory, process.order, self.data_shape, noise_blocks(process, kt))
+        noise_factor = objective.noise_factor
+        self.net = build_network(net_factory, process.order, self.data_shape, noise_factor.blocks(process))
         if channels_last and len(self.data_shape) == 3:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -69,7 +68,7 @@ class DiffusionModule(pl.LightningModule):
             process=process.name,
             order=process.order,
             objective=objective.name,
-            kt=kt,
+            kt=noise_factor.kind,  # a string: checkpoints before NoiseFactor compare equal
             data_shape=list(self.data_shape),
         )
         self.save_hyperparameters({"identity": self.identity, "config": config})
@@ -83,9 +82,12 @@ class DiffusionModule(pl.LightningModule):
             self.ema.eval()
         return self.objective.score_model(self.ema if ema else self.train_net, self.process)
 
-    def score_fn(self, ema: bool = True):
-        """The ScoreModel itself: callable as score_fn(z, t), and samplers may ask it for ε̂ (expint)."""
-        return self.score_model(ema)
+    def score_fn(self, ema: bool = True, observer=None):
+        """The ScoreModel itself: callable as score_fn(z, t), and samplers may ask it for ε̂ (expint, through the
+        samplers/base.py NoisePredictingScore contract). ``observer()`` runs at every network evaluation."""
+        model = self.score_model(ema)
+        model.observer = observer
+        return model
 
     # ---- training -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -200,13 +202,16 @@ class DiffusionModule(pl.LightningModule):
 
     # ---- sampling -----------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, sampler=None, generator: torch.Generator | None = None, batch_size: int = 1000):
-        """Draw n data-space samples with the EMA network; returns (x, mean NFE per batch)."""
+    def sample(
+        self, n: int, sampler=None, generator: torch.Generator | None = None, batch_size: int = 1000, observer=None
+    ):
+        """Draw n data-space samples with the EMA network; returns (x, mean NFE per batch).
+        ``observer()`` runs at every network evaluation (a progress bar)."""
         sampler = sampler or self.sampler
         if sampler is None:
             raise ValueError("no sampler configured")
         check_support(sampler, self.process)
-        score = self.score_fn(ema=True)
+        score = self.score_fn(ema=True, observer=observer)
         parts = getattr(self.ema, "coordinate_parts", None)
         if parts is not None:  # coordinate groups a sampler may treat separately (AMS on graphs: X | A | mask)
             score.coordinate_parts = parts

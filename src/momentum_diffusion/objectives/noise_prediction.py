@@ -10,7 +10,8 @@ covariance; CLD's hybrid score matching), z_t = Φ z̄_0 + L ε and the kernel's
 
 averaged over data coordinates; t ~ U[t_min, t_max].
 
-``kt`` chooses the noise factor K_t of the parametrisation (processes/noise_factor.py): ``cholesky`` (the
+``kt`` chooses the noise factor K_t of the parametrisation (a processes/noise_factor.py ``NoiseFactor``, which
+validates it and which the score model carries): ``cholesky`` (the
 above) or ``gddim`` (K = R_t: the target is the full ε = R_t⁻¹ L_t ε over all k blocks, gDDIM's loss, and
 ℓ_t in the weights becomes ‖c_t‖, c_t the last row of R_t⁻ᵀ, since |s − ŝ| ≤ ‖c_t‖ ‖ε − ε̂‖).
 Checkpoints record ``kt``; the exponential integrator uses the network's ε directly when its K_t matches.
@@ -21,8 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..choices import check_choice
 from ..processes.core import Process
-from ..processes.noise_factor import KT_CHOICES
+from ..processes.noise_factor import NoiseFactor
 from .score_model import ScoreModel
 
 WEIGHTINGS = ("eps", "sqrt", "likelihood")
@@ -36,13 +38,17 @@ class NoisePredictionObjective(nn.Module):
     name = "noise_prediction"
     orders: tuple[int, int] = (1, 1_000)  # inclusive range of process orders this objective fits
 
-    def __init__(self, weighting: str = "eps", mixed_score: bool = False, data_std: float = 1.0, kt: str = "cholesky"):
+    def __init__(
+        self,
+        weighting: str = "eps",
+        mixed_score: bool = False,
+        data_std: float = 1.0,
+        kt: str | NoiseFactor = "cholesky",
+    ):
         super().__init__()
-        if weighting not in WEIGHTINGS:
-            raise ObjectiveConfigError(f"unknown weighting '{weighting}'; choose one of {', '.join(WEIGHTINGS)}")
-        if kt not in KT_CHOICES:
-            raise ObjectiveConfigError(f"unknown objective.kt '{kt}'; choose {' or '.join(KT_CHOICES)}")
-        self.weighting, self.mixed_score, self.data_std, self.kt = weighting, mixed_score, data_std, kt
+        self.weighting = check_choice("objective.weighting", weighting, WEIGHTINGS, ObjectiveConfigError)
+        self.mixed_score, self.data_std = mixed_score, data_std
+        self.noise_factor = NoiseFactor.of(kt, "objective.kt")
 
     def check_process(self, process: Process) -> None:
         lo, hi = self.orders
@@ -53,7 +59,7 @@ class NoisePredictionObjective(nn.Module):
             )
 
     def score_model(self, net: nn.Module, process: Process) -> ScoreModel:
-        return ScoreModel(net, process, self.mixed_score, self.data_std, self.kt)
+        return ScoreModel(net, process, self.mixed_score, self.data_std, self.noise_factor)
 
     def sample_time(self, n: int, process: Process, generator=None, device=None) -> torch.Tensor:
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)

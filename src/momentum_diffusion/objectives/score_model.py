@@ -1,10 +1,13 @@
 """The score parametrisation that ties a network to a process (DESIGN.md §4: not inside network code).
 
 The network sees all k blocks (concatenated on channels / features) and t, and predicts ε̂, the noise of
-the kernel sample z_t = Φ z̄_0 + K_t ε for the noise factor K_t chosen by ``kt`` (processes/noise_factor.py):
+the kernel sample z_t = Φ z̄_0 + K_t ε for its noise factor K_t (``noise_factor``, a
+processes/noise_factor.py ``NoiseFactor``; ``kt`` in configs):
 ``cholesky`` (K = L_t; the network predicts the noised block's ε only and s_θ = −ℓ_t ε̂, ℓ_t = 1/L_kk: CLD's
 HSM, HOLD's BCSM, DSM's ε-prediction) or ``gddim`` (K = R_t; it predicts all k blocks and s_θ = −c_tᵀ ε̂,
-c_t the last row of R_t⁻ᵀ). ``predict_noise`` returns (B, m, *data) with m = noise_blocks(process, kt).
+c_t the last row of R_t⁻ᵀ). ``predict_noise`` returns (B, m, *data) with m = noise_factor.blocks(process).
+A ScoreModel is the score function samplers get, and the samplers/base.py ``NoisePredictingScore`` contract:
+callable as s(z, t), with ``noise_factor`` and ``predict_noise``.
 Mixed score (CLD, Sec. 3.2 / App. B): ε̂ = ε_gauss + net, with ε_gauss = K_tᵀ Σ_gauss⁻¹ z the noise whose
 score −K_t⁻ᵀ ε_gauss = −Σ_gauss⁻¹ z is exact for Gaussian data N(0, σ_data² I); the network learns the residual.
 """
@@ -15,16 +18,24 @@ import torch
 from torch import nn
 
 from ..processes.core import Process
-from ..processes.noise_factor import noise_blocks, noise_factor, score_rows
+from ..processes.noise_factor import NoiseFactor
 
 
 class ScoreModel(nn.Module):
     def __init__(
-        self, net: nn.Module, process: Process, mixed_score: bool = False, data_std: float = 1.0, kt: str = "cholesky"
+        self,
+        net: nn.Module,
+        process: Process,
+        mixed_score: bool = False,
+        data_std: float = 1.0,
+        kt: str | NoiseFactor = "cholesky",
+        observer=None,
     ):
         super().__init__()
         self.net, self.process, self.mixed_score, self.data_std = net, process, mixed_score, data_std
-        self.kt, self.blocks = kt, noise_blocks(process, kt)
+        self.noise_factor = NoiseFactor.of(kt)
+        self.blocks = self.noise_factor.blocks(process)
+        self.observer = observer  # called once per network evaluation (e.g. a progress bar), or None
 
     def _time(self, z: torch.Tensor, t) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)
@@ -32,6 +43,8 @@ class ScoreModel(nn.Module):
 
     def predict_noise(self, z: torch.Tensor, t) -> torch.Tensor:
         """ε̂(z_t, t): (B, m, *data), the last m blocks of ε (m = 1 for cholesky, k for gddim)."""
+        if self.observer is not None:
+            self.observer()
         t = self._time(z, t)
         out = self.net(z.flatten(1, 2), t.to(device=z.device, dtype=torch.float32))
         out = out.reshape(z.shape[0], self.blocks, *z.shape[2:])
@@ -44,7 +57,7 @@ class ScoreModel(nn.Module):
         initial = self.process.initial_cov.clone()
         initial[0, 0] = self.data_std**2
         _, cov, _ = self.process.kernel(t, initial_cov=initial)
-        K = noise_factor(self.process, self.kt, t)
+        K = self.noise_factor.matrix(self.process, t)
         rows = (K.transpose(-1, -2) @ torch.linalg.inv(cov))[..., -self.blocks :, :]  # (B, m, k)
         return torch.einsum("bji,bi...->bj...", rows.to(device=z.device, dtype=z.dtype), z)
 
@@ -52,12 +65,12 @@ class ScoreModel(nn.Module):
         """The training target: ε of z_t = Φ z̄_0 + K_t ε for a kernel draw z_t = Φ z̄_0 + L_t ξ (ξ = eps)."""
         if self.blocks == 1:
             return eps[:, -1:]
-        U = torch.linalg.solve(noise_factor(self.process, self.kt, t), chol)  # K⁻¹L: orthogonal up to jitter
+        U = torch.linalg.solve(self.noise_factor.matrix(self.process, t), chol)  # K⁻¹L: orthogonal up to jitter
         return torch.einsum("bji,bi...->bj...", U.to(device=eps.device, dtype=eps.dtype), eps)
 
     def score_rows(self, t) -> torch.Tensor:
         """c_t on the predicted blocks, (B, m) float64: s = −Σ_j c_j ε_j."""
-        return score_rows(self.process, self.kt, t)
+        return self.noise_factor.score_rows(self.process, t)
 
     def score(self, z: torch.Tensor, t) -> torch.Tensor:
         t = self._time(z, t)

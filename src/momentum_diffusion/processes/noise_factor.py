@@ -14,17 +14,22 @@ For order 1 both are σ_t. R is integrated once per process (DOP853, rtol 1e-12,
 dR = b (A R + ½ Q R⁻ᵀ) dt, forward from R(t_min) = chol(Σ_{t_min}) with Σ_{t_min} by quadrature: a
 backward solve from T would amplify errors like exp(2|Re λ(A)|τ) (the Van Loan trap of DESIGN.md §1), and
 the core's stationary form Σ∞ − ΦΣ∞Φᵀ loses the tiny data-row entries to cancellation at t_min.
+
+``NoiseFactor`` is the typed choice: the one validation of ``kt`` (``NoiseFactorError``), carried by the score
+model (``ScoreModel.noise_factor``) and compared by samplers (samplers/base.py ``predicted_noise``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from ..choices import check_choice
 from .core import combine_blocks
 from .quadrature import integrate
 
@@ -64,12 +69,6 @@ def process_key(process) -> tuple:
 
 def times(t) -> torch.Tensor:
     return torch.as_tensor(t, dtype=F64).reshape(-1).cpu()
-
-
-def check_kt(kt: str) -> str:
-    if kt not in KT_CHOICES:
-        raise NoiseFactorError(f"unknown kt '{kt}'; choose {' or '.join(KT_CHOICES)}")
-    return kt
 
 
 def accurate_kernel_cov(process, t: float) -> torch.Tensor:
@@ -121,23 +120,43 @@ def gddim_factor(process) -> GDDIMFactor:
     return cached(("gddim_factor", process_key(process)), lambda: GDDIMFactor(process))
 
 
-def noise_factor(process, kt: str, t) -> torch.Tensor:
-    """K_t for a tensor of times: (m, k, k) float64 (Cholesky: the kernel's, jitter included)."""
-    if check_kt(kt) == "cholesky":
-        return process.kernel(times(t))[2]
-    return gddim_factor(process).factor(t)
+@dataclass(frozen=True)
+class NoiseFactor:
+    """The noise factor K_t of the ε-parametrisation (module docstring): ``kind`` 'cholesky' (L_t) or 'gddim' (R_t).
 
+    Part of the score-function contract: a score model that predicts ε carries one, and a sampler that works
+    in ε uses the model's ε̂ directly only when the two are equal."""
 
-def noise_blocks(process, kt: str) -> int:
-    """How many blocks of ε a network predicts: those with a non-zero entry in c_t."""
-    return 1 if check_kt(kt) == "cholesky" else process.order
+    kind: str = "cholesky"
 
+    def __post_init__(self):
+        check_choice("kt", self.kind, KT_CHOICES, NoiseFactorError)
 
-def score_rows(process, kt: str, t) -> torch.Tensor:
-    """c_t restricted to the predicted blocks: s = −Σ_j c_j ε_j, (m, noise_blocks) float64."""
-    if check_kt(kt) == "cholesky":
-        return process.score_scale(times(t))[:, None]
-    return torch.linalg.inv(noise_factor(process, kt, t)).transpose(-1, -2)[:, -1, :]
+    @classmethod
+    def of(cls, kt: str | NoiseFactor, option: str = "kt") -> NoiseFactor:
+        """``kt`` (a config string or a NoiseFactor) as a NoiseFactor; ``option`` names the key in the error."""
+        if isinstance(kt, NoiseFactor):
+            return kt
+        return cls(check_choice(option, kt, KT_CHOICES, NoiseFactorError))
+
+    def __str__(self) -> str:
+        return self.kind
+
+    def blocks(self, process) -> int:
+        """How many blocks of ε a network predicts: those with a non-zero entry in c_t."""
+        return 1 if self.kind == "cholesky" else process.order
+
+    def matrix(self, process, t) -> torch.Tensor:
+        """K_t for a tensor of times: (m, k, k) float64 (Cholesky: the kernel's, jitter included)."""
+        if self.kind == "cholesky":
+            return process.kernel(times(t))[2]
+        return gddim_factor(process).factor(t)
+
+    def score_rows(self, process, t) -> torch.Tensor:
+        """c_t restricted to the predicted blocks: s = −Σ_j c_j ε_j, (m, blocks) float64."""
+        if self.kind == "cholesky":
+            return process.score_scale(times(t))[:, None]
+        return torch.linalg.inv(self.matrix(process, t)).transpose(-1, -2)[:, -1, :]
 
 
 def tweedie_projection(process, t) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,7 +164,7 @@ def tweedie_projection(process, t) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     host float64 (see ``data_posterior_mean``). p_t from the gDDIM factor stays accurate near t_min, where Σ_t
     is nearly singular."""
     t = times(t)
-    r_inv = torch.linalg.inv(noise_factor(process, "gddim", t))
+    r_inv = torch.linalg.inv(gddim_factor(process).factor(t))
     p = torch.einsum("mi,mij->mj", r_inv[:, :, -1], r_inv)
     phi = process.transition(torch.zeros_like(t), t)[0][:, :, 0]
     return r_inv, p, phi

@@ -3,6 +3,8 @@
 Sampler contract (k-diffusion style pure functions):
     samples_z, nfe_used = sampler(process, score_fn, prior_z, *, nfe | tolerances, generator, ...)
 ``score_fn(z, t)`` returns the score of the noised block (shape of ``z[:, -1]``) for a float time t.
+A score function may also be a ``NoisePredictingScore`` (objectives.ScoreModel): it then gives the noise ε̂ its
+score is computed from, in its noise factor K_t, and samplers that work in ε use it (``predicted_noise``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,33 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from ..processes.core import Process
-from ..processes.noise_factor import data_posterior_mean
+from ..processes.noise_factor import NoiseFactor, data_posterior_mean
 
 ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+@runtime_checkable
+class NoisePredictingScore(Protocol):
+    """A score function s(z, t) = −c_tᵀ ε̂(z, t) that also gives ε̂, the noise of z_t = Φ z̄_0 + K_t ε for its
+    ``noise_factor`` K_t (processes/noise_factor.py): (B, noise_factor.blocks(process), *data)."""
+
+    noise_factor: NoiseFactor
+
+    def __call__(self, z: torch.Tensor, t) -> torch.Tensor: ...
+
+    def predict_noise(self, z: torch.Tensor, t) -> torch.Tensor: ...
+
+
+def predicted_noise(score_fn, noise_factor: NoiseFactor) -> Callable | None:
+    """``score_fn``'s own ε̂ when it predicts noise in ``noise_factor``; None otherwise (ε from the score)."""
+    if isinstance(score_fn, NoisePredictingScore) and score_fn.noise_factor == noise_factor:
+        return score_fn.predict_noise
+    return None
 
 
 class SamplerConfigError(ValueError):

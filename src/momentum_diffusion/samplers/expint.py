@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import torch
 
+from ..choices import check_choice
 from ..processes.core import apply_blocks, combine_blocks, like, spread_blocks
 from ..processes.noise_factor import (
-    KT_CHOICES,
+    NoiseFactor,
     cached,
-    check_kt,
     data_posterior_mean,
     gddim_factor,
     process_key,
@@ -65,6 +65,7 @@ from .base import (
     check_nfe,
     final_denoise,
     noise_like,
+    predicted_noise,
     sampler,
     steps_for_budget,
     time_grid,
@@ -123,7 +124,7 @@ class GDDIMNoise:
         return self.factors.factor(t)
 
     def row(self, t) -> torch.Tensor:
-        return torch.linalg.inv(self.factor(t)).transpose(-1, -2)[:, -1, :]
+        return NoiseFactor("gddim").score_rows(self.process, t)
 
     def step_constants(self, ts: torch.Tensor) -> dict:
         r_inv, p, phi = tweedie_projection(self.process, ts)
@@ -142,9 +143,10 @@ class GDDIMNoise:
         return eps, combine_blocks(step["p"], resid) / (step["p"] @ step["phi"])
 
 
-def noise_parametrisation(process, kt: str):
-    cls = {"cholesky": CholeskyNoise, "gddim": GDDIMNoise}[check_kt(kt)]
-    return cached(("eps", kt, process_key(process)), lambda: cls(process))
+def noise_parametrisation(process, kt: str | NoiseFactor):
+    kind = NoiseFactor.of(kt).kind
+    cls = {"cholesky": CholeskyNoise, "gddim": GDDIMNoise}[kind]
+    return cached(("eps", kind, process_key(process)), lambda: cls(process))
 
 
 def step_coefficients(process, param, t: float, t_next: float, history: torch.Tensor, variable) -> dict:
@@ -209,10 +211,8 @@ def check_options(order, noise, kt, extrapolate) -> None:
         raise SamplerConfigError(f"sampler.order must be 1, 2 or 3, got {order!r}")
     if not 0.0 <= float(noise) <= 1.0:
         raise SamplerConfigError(f"sampler.noise (λ) must lie in [0, 1], got {noise!r}")
-    if kt not in KT_CHOICES:
-        raise SamplerConfigError(f"unknown sampler.kt '{kt}'; choose {' or '.join(KT_CHOICES)}")
-    if extrapolate not in EXTRAPOLATION:
-        raise SamplerConfigError(f"unknown sampler.extrapolate '{extrapolate}'; choose {', '.join(EXTRAPOLATION)}")
+    NoiseFactor.of(kt, "sampler.kt")
+    check_choice("sampler.extrapolate", extrapolate, EXTRAPOLATION, SamplerConfigError)
 
 
 @sampler("expint")
@@ -242,7 +242,8 @@ def exponential_integrator(
     """
     check_options(order, noise, kt, extrapolate)
     score = CountingScore(score_fn)
-    direct = CountingScore(score_fn.predict_noise) if getattr(score_fn, "kt", None) == kt and noise == 0 else None
+    own_noise = predicted_noise(score_fn, NoiseFactor.of(kt)) if noise == 0 else None
+    direct = CountingScore(own_noise) if own_noise is not None else None
     n = steps_for_budget(check_nfe(nfe), 1, denoise)
     ts = time_grid(process, n, grid)
     param = noise_parametrisation(process, kt) if noise == 0 else None
