@@ -80,7 +80,7 @@ def samplers(names: list[str], snrs: list[float], predictor: str):
                 yield name, snr, configure(predictor_corrector, snr=snr, predictor=predictor)
             else:
                 noise = "reference" if name == "ams_ref" else "consistent"
-                yield name, snr, configure(adaptive_momentum, snr=snr, predictor=predictor, noise=noise)
+                yield name, snr, configure(adaptive_momentum, snr=snr, predictor=predictor, langevin_noise=noise)
 
 
 def main(argv=None) -> int:

@@ -76,7 +76,7 @@ def make_sampler(name: str, snr: float | None, predictor: str):
     if name == "pc":
         return configure(predictor_corrector, snr=snr, predictor=predictor)
     noise = "reference" if name == "ams_ref" else "consistent"
-    return configure(adaptive_momentum, snr=snr, predictor=predictor, noise=noise)
+    return configure(adaptive_momentum, snr=snr, predictor=predictor, langevin_noise=noise)
 
 
 def best_over_snr(runs: dict, metric: str) -> dict[int, tuple[float, float | None]]:

@@ -41,12 +41,18 @@ def test_fixed_beta_zero_is_pc_exactly(name, per_sample_norm, n_corrector):
     adaptive = {}
     for noise in ("reference", "consistent"):  # the two noise variants coincide at β = 0
         got, nfe_ams = adaptive_momentum(
-            process, score, z0.clone(), generator=torch.Generator().manual_seed(1), fixed_beta=0.0, noise=noise, **opts
+            process,
+            score,
+            z0.clone(),
+            generator=torch.Generator().manual_seed(1),
+            fixed_beta=0.0,
+            langevin_noise=noise,
+            **opts,
         )
         assert nfe_ams == nfe_pc <= 25
         assert torch.equal(got, want)
         adaptive[noise], _ = adaptive_momentum(
-            process, score, z0.clone(), generator=torch.Generator().manual_seed(1), noise=noise, **opts
+            process, score, z0.clone(), generator=torch.Generator().manual_seed(1), langevin_noise=noise, **opts
         )
         assert not torch.equal(adaptive[noise], want)  # the adaptive β does change the samples
     assert not torch.equal(adaptive["reference"], adaptive["consistent"])  # and so does the noise option
@@ -213,7 +219,7 @@ def _stationary_std(beta: float, h: float, noise_var: float) -> float:
 @pytest.mark.parametrize("fixed_beta", [None, 0.5])
 @pytest.mark.parametrize("snr", [0.05, 0.16])
 def test_consistent_noise_keeps_the_gaussian(snr, fixed_beta):
-    """noise=consistent (sqrt(2ε̃) ξ): the corrector alone keeps N(0, σ²) up to the discretisation bias of a
+    """langevin_noise=consistent (sqrt(2ε̃) ξ): the corrector alone keeps N(0, σ²) up to the discretisation bias of a
     Langevin step ε̃, which the linear-chain prediction gives exactly for constant β (≈ 1 + ε̃/(4σ²): +1% at
     snr 0.05, +3% at 0.16; +8% for β = 0.5 at snr 0.16, where ε̃ = 2.25 ε). Tolerances: 8000 coordinates
     give a relative std error of 1/sqrt(16000) ≈ 0.8%, so 0.02 is 2.5 standard errors around the
@@ -233,7 +239,7 @@ def test_consistent_noise_keeps_the_gaussian(snr, fixed_beta):
             t=0.5,
             generator=torch.Generator().manual_seed(1),
             fixed_beta=fixed_beta,
-            noise=noise,
+            langevin_noise=noise,
             trace=trace,
         )
         beta = sum(d["beta"] for d in trace[-100:]) / 100
@@ -259,7 +265,7 @@ def _gaussian_errors(name, nfe, fixed_beta=None, snr=0.16, n=2000, noise="refere
         snr=snr,
         predictor=predictor,
         fixed_beta=fixed_beta,
-        noise=noise,
+        langevin_noise=noise,
         generator=torch.Generator().manual_seed(1),
     )
     x = process.data_block(z)
@@ -337,7 +343,7 @@ def test_converges_on_public_mixtures(name, spec, noise):
     from momentum_diffusion.exact.gmm import load_gmm
 
     make, predictor = PROCESSES[name]
-    sampler = configure(adaptive_momentum, predictor=predictor, snr=0.1, noise=noise)
+    sampler = configure(adaptive_momentum, predictor=predictor, snr=0.1, langevin_noise=noise)
     coarse, mid, fine = run_benchmark(make(), sampler, load_gmm(spec), [20, 100, 1000], 5000, 0)
     assert coarse["mode_kl"] > mid["mode_kl"] > fine["mode_kl"]
     assert fine["mode_kl"] < 1.05 * fine["mode_kl_floor"] + 0.003
@@ -356,7 +362,8 @@ def test_converges_on_public_mixtures(name, spec, noise):
         {"snr": 0.0},
         {"n_corrector": -1},
         {"nfe": 1},
-        {"noise": "tempered"},
+        {"langevin_noise": "tempered"},
+        {"noise": "consistent"},  # renamed langevin_noise: a clear error, not a silent λ
     ],
 )
 def test_bad_options_fail_before_any_work(options):
@@ -375,7 +382,7 @@ def test_hydra_config_builds_the_sampler():
     partial = instantiate(OmegaConf.load(ROOT / "conf" / "sampler" / "ams.yaml"))
     fn, options = unwrap(partial)
     assert fn.sampler_name == "ams" and options["nfe"] == 100 and options["fixed_beta"] is None
-    assert options["noise"] == "reference"  # the default is the authors' rule
+    assert options["langevin_noise"] == "reference"  # the default is the authors' rule
     process = ve()
     z, used = configure(partial, nfe=11)(process, gaussian_score(process, 0.0, 1.0), prior(process, (4, 2)))
     assert used == 11 and torch.isfinite(z).all()

@@ -11,7 +11,7 @@ average of scores (the update rule of the official code's ``LangevinCorrectorMom
     ε ← 2 α (snr ‖ξ‖ / ‖m‖)²;   ε̃ ← ε (1 + β)²
     z_k ← z_k + ε̃ m + sqrt(2ε) ξ;   Δ ← ε̃ m (the noise-free displacement);   g_prev ← g
 
-``noise``: ``reference`` (default, the issue's and the authors' rule above) or ``consistent``, which draws
+``langevin_noise``: ``reference`` (default, the issue's and the authors' rule above) or ``consistent``, which draws
 the noise as sqrt(2ε̃) ξ so that drift and noise belong to the same Langevin step of size ε̃. Why: the
 reference rule takes drift ε̃ m but noise of a step ε, i.e. Langevin at temperature ε/ε̃ = 1/(1+β)²; on a
 Gaussian it leaves N(0, σ²/(1+β̄)²) invariant (std −11% at snr 0.16), so it cannot converge to the data as
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..choices import check_choice
 from .base import (
     CountingScore,
     SamplerConfigError,
@@ -58,7 +59,7 @@ from .pc import PredictorPlan, langevin_step_size, norm, resolve_predictor
 
 BETA_CLIP = 1e-4  # β ≤ 1 − BETA_CLIP (the reference code's eps); not a tunable option
 RULES = ("graph", "image")  # ε from the updated (graph code) or the previous (image code) momentum
-NOISES = ("reference", "consistent")  # Langevin noise sqrt(2ε) (authors' rule) or sqrt(2ε̃) (see module doc)
+LANGEVIN_NOISES = ("reference", "consistent")  # Langevin noise sqrt(2ε) (authors' rule) or sqrt(2ε̃) (module doc)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def adaptive_momentum_langevin(
     generator=None,
     per_sample_norm: bool = False,
     fixed_beta: float | None = None,
-    noise: str = "reference",
+    langevin_noise: str = "reference",
     trace: list | None = None,
     parts=None,
     plain_parts=(),
@@ -116,7 +117,7 @@ def adaptive_momentum_langevin(
 
     ``state`` carries the momentum between calls (a fresh one starts with a plain Langevin step);
     ``fixed_beta`` replaces the adaptive β by a constant (the constant-momentum ablation; β = 0 is the plain
-    Langevin corrector); ``noise``: ``reference`` (sqrt(2ε)) or ``consistent`` (sqrt(2ε̃)). Random numbers
+    Langevin corrector); ``langevin_noise``: ``reference`` (sqrt(2ε)) or ``consistent`` (sqrt(2ε̃)). Random numbers
     are drawn exactly as the PC Langevin corrector draws them (one ``noise_like(g)`` per step, after the
     score). ``trace``, if a list, receives one dict per step (and group):
     {t, beta, rho, eps, eps_tilde} (ρ = nan on the first step; floats, or (B,) tensors per sample).
@@ -155,7 +156,7 @@ def adaptive_momentum_langevin(
             eps = langevin_step_size(alpha, snr, xij, m_eps, per_sample_norm)
             eps_tilde = eps * (1 + beta) ** 2
             delta = eps_tilde * m
-            scale = eps if noise == "reference" else eps_tilde
+            scale = eps if langevin_noise == "reference" else eps_tilde
             if single:
                 z[:, -1] += delta + (2 * scale) ** 0.5 * xij  # same expression (and rounding) as pc.py when β = 0
             else:
@@ -176,7 +177,7 @@ def adaptive_momentum_langevin(
     return z, (states[0] if single else states)
 
 
-def _check_options(snr, fixed_beta, n_corrector, noise="reference") -> None:
+def _check_options(snr, fixed_beta, n_corrector, langevin_noise="reference") -> None:
     if not isinstance(snr, (int, float)) or isinstance(snr, bool) or not snr > 0:
         raise SamplerConfigError(f"sampler.snr must be a number > 0, got {snr!r}")
     if fixed_beta is not None and (
@@ -185,11 +186,10 @@ def _check_options(snr, fixed_beta, n_corrector, noise="reference") -> None:
         raise SamplerConfigError(f"sampler.fixed_beta must be null (adaptive) or in [0, 1), got {fixed_beta!r}")
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
         raise SamplerConfigError(f"sampler.n_corrector must be an integer >= 0, got {n_corrector!r}")
-    if noise not in NOISES:
-        raise SamplerConfigError(f"unknown sampler.noise '{noise}'; choose {' or '.join(NOISES)}")
+    check_choice("sampler.langevin_noise", langevin_noise, LANGEVIN_NOISES, SamplerConfigError)
 
 
-@sampler("ams")
+@sampler("ams", renamed={"noise": "langevin_noise"})  # not expint's noise λ
 @torch.no_grad()
 def adaptive_momentum(
     process,
@@ -202,7 +202,7 @@ def adaptive_momentum(
     predictor: str = "auto",
     per_sample_norm: bool = False,
     fixed_beta: float | None = None,
-    noise: str = "reference",
+    langevin_noise: str = "reference",
     n_corrector: int = 1,
     denoise: bool | str = True,
     grid: str = "uniform",
@@ -218,7 +218,7 @@ def adaptive_momentum(
     reverse_diffusion (order 1 only) or euler_maruyama (``pc.resolve_predictor``).
     per_sample_norm: per-sample β, ρ, ε instead of the reference code's batch-mean norms.
     fixed_beta: constant momentum (ablation); None = adaptive β. β = 0 reproduces ``pc`` sample for sample.
-    noise: reference (sqrt(2ε), the authors' rule; tempered by 1/(1+β)²) or consistent (sqrt(2ε̃), a
+    langevin_noise: reference (sqrt(2ε), the authors' rule; tempered by 1/(1+β)²) or consistent (sqrt(2ε̃), a
     Langevin step of size ε̃; see the module docstring). Both coincide at β = 0.
     trace: optional list receiving the corrector's per-step {t, beta, rho, eps, eps_tilde}.
     parts: coordinate groups with their own momentum state (``adaptive_momentum_langevin``); ``auto`` takes
@@ -227,9 +227,8 @@ def adaptive_momentum(
     authors' graph code does (its A momentum buffer is never updated); rule: graph | image (see above).
     The momentum state starts afresh in every call; ``prior_z`` is not modified.
     """
-    _check_options(snr, fixed_beta, n_corrector, noise)
-    if rule not in RULES:
-        raise SamplerConfigError(f"unknown sampler.rule {rule!r}; choose {' or '.join(RULES)}")
+    _check_options(snr, fixed_beta, n_corrector, langevin_noise)
+    check_choice("sampler.rule", rule, RULES, SamplerConfigError)
     if parts == "auto":
         parts = getattr(score_fn, "coordinate_parts", None)
     if not adjacency_momentum and (parts is None or len(parts) < 2):
@@ -257,7 +256,7 @@ def adaptive_momentum(
             generator=generator,
             per_sample_norm=per_sample_norm,
             fixed_beta=fixed_beta,
-            noise=noise,
+            langevin_noise=langevin_noise,
             trace=trace,
             parts=parts,
             plain_parts=plain_parts,

@@ -57,13 +57,19 @@ class CountingScore:
         return self.score_fn(z, float(t))
 
 
-def sampler(name: str, supports: Callable[[Process], bool] = lambda p: True, requirement: str = ""):
-    """Declare a sampler function: its name and which processes it supports (checked before any work)."""
+def sampler(
+    name: str, supports: Callable[[Process], bool] = lambda p: True, requirement: str = "", renamed: dict | None = None
+):
+    """Declare a sampler function: its name, which processes it supports and its renamed options ({old: new}),
+    all checked before any work."""
 
     def wrap(fn):
         @functools.wraps(fn)
         def run(process, score_fn, prior_z, **kwargs):
             check_support(run, process)
+            for old, new in (renamed or {}).items():
+                if old in kwargs:
+                    raise SamplerConfigError(f"sampler '{name}': option {old} is now {new} (sampler.{new})")
             return fn(process, score_fn, prior_z, **kwargs)
 
         run.sampler_name, run.supports, run.requirement = name, supports, requirement
