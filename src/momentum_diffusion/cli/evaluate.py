@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ..choices import check_choice
 from ..lightning.callbacks import write_rows
 from ..lightning.evaluation import evaluate_samples, preview, uses_fid
 from ..metrics.fid import FIDUnavailable, check_fid_available
@@ -37,8 +38,7 @@ def evaluate(cfg: DictConfig):
     batch = check_positive_int("batch_size", cfg.batch_size)
     check_seed(cfg.seed)
     check_device(cfg.device)
-    if cfg.metric not in ("auto", "fid", "nll"):
-        raise UserError(f"metric must be auto, fid or nll, got {cfg.metric!r}")
+    check_choice("metric", cfg.metric, ("auto", "fid", "nll"), UserError)
     module, config = module_from_checkpoint(cfg.ckpt, cfg.get("sampler"), cfg.device)
     sampler_cfg = run_sampler_config(cfg.get("sampler"), config.get("sampler")) or {}
     nfes = nfe_budgets(sampler_cfg.get("nfe"))  # sampler.nfe: one budget or a list (one row each)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
+from ..choices import check_choice
 from ..exact.gmm import GaussianMixture, load_gmm
 from .sampling import ResumableDataLoader, ResumableRandomSampler
 
@@ -115,7 +116,7 @@ def _toy_raw(name: str, n: int, seed: int, noise: float) -> np.ndarray:
         return datasets.make_swiss_roll(n, noise=noise * 10.0, random_state=seed)[0][:, [0, 2]]
     if name == "checkerboard":
         return _checkerboard(n, np.random.default_rng(seed))
-    raise ValueError(f"unknown toy dataset {name!r}; choose one of {', '.join(TOY_DATASETS)}")
+    check_choice("toy dataset", name, TOY_DATASETS)  # raises: name is none of them
 
 
 TOY_DATASETS = ("moons", "circles", "swissroll", "checkerboard")
@@ -140,8 +141,7 @@ class ToyDataModule(_VectorDataModule):
         noise: float = 0.05,
     ):
         super().__init__(n_train, n_val, batch_size, seed, num_workers)
-        if name not in TOY_DATASETS:
-            raise ValueError(f"unknown toy dataset {name!r}; choose one of {', '.join(TOY_DATASETS)}")
+        check_choice("toy dataset", name, TOY_DATASETS)
         self.name, self.noise = name, float(noise)
         self.data_shape = (2,)
         ref = _toy_raw(name, 20000, 12345, self.noise)

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ..choices import check_choice
 from ..processes.core import Process
 from ..processes.noise_factor import NoiseFactor, data_posterior_mean
 
@@ -116,6 +117,9 @@ def has_stationary_law(process: Process) -> bool:
     return process.sde.stationary_cov is not None
 
 
+GRIDS = ("uniform", "quadratic", "edm", "logsnr")
+
+
 def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float = 7.0) -> torch.Tensor:
     """n_steps + 1 times from t_max down to t_min (float64).
 
@@ -134,7 +138,7 @@ def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float 
         if process.t_min <= 0:
             raise SamplerConfigError(f"time grid '{kind}' needs t_min > 0")
         return _grid_in_noise_level(process, u, kind, rho)
-    raise SamplerConfigError(f"unknown time grid '{kind}'; choose uniform, quadratic, edm or logsnr")
+    check_choice("sampler.grid", kind, GRIDS, SamplerConfigError)  # raises: kind is none of them
 
 
 def _grid_in_noise_level(process: Process, u: torch.Tensor, kind: str, rho: float) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torchdiffeq import odeint
 
+from ..choices import check_choice
 from .base import (
     CountingScore,
     SamplerConfigError,
@@ -17,6 +18,9 @@ from .base import (
     steps_for_budget,
     time_grid,
 )
+
+ADAPTIVE_METHODS = ("dopri5", "bosh3", "adaptive_heun")  # torchdiffeq's, steered by rtol/atol
+FIXED_METHODS = ("euler", "heun")  # steps sized by the budget nfe
 
 
 def pf_ode_velocity(process, score, z, t: float):
@@ -39,10 +43,13 @@ def probability_flow(
     denoise: bool | str = True,
     grid: str = "uniform",
 ):
-    """``method``: dopri5 (adaptive; ``nfe`` ignored except for denoising), euler or heun (fixed budget)."""
+    """``method``: dopri5, bosh3, adaptive_heun (adaptive: the cost follows rtol/atol, and ``nfe``, the NFE knob
+    shared with every sampler, is not used: the returned count is what the solve took) or euler, heun (fixed
+    steps within the budget ``nfe``)."""
+    check_choice("sampler.method", method, ADAPTIVE_METHODS + FIXED_METHODS, SamplerConfigError)
     score = CountingScore(score_fn)
     z = prior_z
-    if method in ("dopri5", "bosh3", "adaptive_heun"):
+    if method in ADAPTIVE_METHODS:
         t_span = torch.tensor([process.t_max, process.t_min], dtype=torch.float64)
         shape = z.shape
 
@@ -54,7 +61,7 @@ def probability_flow(
             -1
         ].reshape(shape)
         t_end = process.t_min
-    elif method in ("euler", "heun"):
+    else:
         per_step = 1 if method == "euler" else 2
         n = steps_for_budget(check_nfe(nfe), per_step, denoise)
         ts = time_grid(process, n, grid)
@@ -68,8 +75,6 @@ def probability_flow(
                 z_pred = z + h * d
                 z = z + 0.5 * h * (d + pf_ode_velocity(process, score, z_pred, t_next))
         t_end = float(ts[-1])
-    else:
-        raise SamplerConfigError(f"unknown ODE method '{method}'; choose dopri5, bosh3, adaptive_heun, euler, heun")
     if denoise:
         z = final_denoise(process, score, z, t_end, denoise)
     return z, score.count

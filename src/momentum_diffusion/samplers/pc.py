@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..choices import check_choice
 from ..processes.core import apply_blocks, like, psd_sqrt, spread_blocks
 from .base import (
     CountingScore,
@@ -40,8 +41,7 @@ def resolve_predictor(process, predictor: str) -> str:
     Reverse diffusion on order > 1 is consistent as Δτ → 0 but unstable over large steps: its noise Σ_h^{1/2} ξ
     enters every block while only the noised block's score corrects it (measured: mode-KL up to 1e7 on
     CLD/HOLD below ~150 NFE, docs/ams_speedup.md), hence not the default there."""
-    if predictor not in PREDICTORS:
-        raise SamplerConfigError(f"unknown predictor '{predictor}'; choose {', '.join(PREDICTORS)}")
+    check_choice("sampler.predictor", predictor, PREDICTORS, SamplerConfigError)
     if predictor == "auto":
         is_ve = process.order == 1 and not bool(process.sde.A.any())
         return "reverse_diffusion" if is_ve else "euler_maruyama"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..choices import check_choice
 from ..processes.core import apply_blocks, combine_blocks, like, psd_sqrt
 from .base import (
     CountingScore,
@@ -67,8 +68,7 @@ def score_remainder_step(process, score, z, t: float, dtau: float, remainder: st
 
 
 def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric, remainder="euler"):
-    if remainder not in REMAINDERS:
-        raise SamplerConfigError(f"unknown remainder '{remainder}'; choose {' or '.join(REMAINDERS)}")
+    check_choice("sampler.remainder", remainder, REMAINDERS, SamplerConfigError)
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), REMAINDERS[remainder], denoise)
     ts = time_grid(process, n, grid).tolist()
