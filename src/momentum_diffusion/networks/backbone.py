@@ -37,11 +37,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from momentum_diffusion.choices import check_choice
 from momentum_diffusion.networks.embeddings import broadcast_time, make_time_embedding
 from momentum_diffusion.networks.layers import (
     FIR_KERNEL,
@@ -55,120 +58,153 @@ from momentum_diffusion.networks.layers import (
     residual,
 )
 
-__all__ = ["ScoreUNet"]
+__all__ = ["ScoreUNet", "UNetSwitches"]
+
+
+@dataclass(frozen=True)
+class UNetSwitches:
+    """Everything that shapes a `ScoreUNet` besides its channels and image size. The defaults are DDPM++ on
+    CIFAR-10 (score_sde's ``cifar10_ddpmpp_deep_continuous``).
+
+    A preset (`UNet`, `DDPMpp`, `NCSNpp`) is a ScoreUNet subclass whose ``preset`` changes some of them (the
+    table above); keyword arguments override the preset."""
+
+    base_channels: int = 128
+    channel_mult: Sequence[int] = (1, 2, 2, 2)  # 32 → 16 → 8 → 4
+    num_res_blocks: int = 8
+    attention_resolutions: Sequence[int] = (16,)
+    dropout: float = 0.1
+    time_embedding: str = "positional"  # or "fourier" (scale ``fourier_scale``)
+    fourier_scale: float = 16.0
+    resblock_type: str = "biggan"  # or "ddpm": separate conv down/upsampling layers
+    fir: bool = False
+    fir_kernel: Sequence[int] = FIR_KERNEL
+    progressive_input: str = "none"  # or "residual"
+    skip_rescale: bool = True  # skip connections rescaled by 1/√2
+    compile: bool = False  # regional torch.compile of the blocks (ScoreUNet.compile_blocks)
+
+    def resolutions(self, name: str, image_size: int) -> list[int]:
+        """The feature-map size of every level, after checking that the switches fit ``image_size``."""
+        levels = len(self.channel_mult)
+        factor = 2 ** (levels - 1)
+        if levels < 1 or self.num_res_blocks < 1:
+            raise ValueError(f"{name} needs at least one level and one residual block per level")
+        if image_size % factor:
+            raise ValueError(f"{name}: image_size {image_size} is not divisible by 2**(len(channel_mult)-1) = {factor}")
+        resolutions = [image_size // 2**i for i in range(levels)]
+        unreachable = set(self.attention_resolutions) - set(resolutions)
+        if unreachable:
+            raise ValueError(f"{name}: attention_resolutions {sorted(unreachable)} not in {resolutions}")
+        check_choice("resblock_type", self.resblock_type, ("ddpm", "biggan"))
+        check_choice("progressive_input", self.progressive_input, ("none", "residual"))
+        return resolutions
+
+
+class _Blocks:
+    """Builds the blocks of one ScoreUNet from its switches (every residual block gets the time embedding)."""
+
+    def __init__(self, switches: UNetSwitches, temb_dim: int):
+        self.s, self.temb_dim = switches, temb_dim
+
+    def res(self, cin: int, cout: int, up: bool = False, down: bool = False) -> ResnetBlockBigGAN:
+        s = self.s
+        return ResnetBlockBigGAN(cin, cout, self.temb_dim, up=up, down=down, dropout=s.dropout, fir=s.fir,
+                                 fir_kernel=s.fir_kernel, skip_rescale=s.skip_rescale)  # fmt: skip
+
+    def attn(self, channels: int, resolution: int | None = None) -> nn.Module:
+        """Attention where ``resolution`` is listed (always when None: the middle block), else identity."""
+        if resolution is None or resolution in self.s.attention_resolutions:
+            return AttnBlock(channels, skip_rescale=self.s.skip_rescale)
+        return nn.Identity()
+
+    def down(self, channels: int) -> nn.Module:
+        if self.s.resblock_type == "biggan":
+            return self.res(channels, channels, down=True)
+        return _Timeless(Downsample(channels, with_conv=True, fir=self.s.fir, fir_kernel=self.s.fir_kernel))
+
+    def up(self, channels: int) -> nn.Module:
+        if self.s.resblock_type == "biggan":
+            return self.res(channels, channels, up=True)
+        return _Timeless(Upsample(channels, with_conv=True, fir=self.s.fir, fir_kernel=self.s.fir_kernel))
+
+    def pyramid(self, cin: int, cout: int) -> Downsample:
+        return Downsample(cin, cout, with_conv=True, fir=self.s.fir, fir_kernel=self.s.fir_kernel)
 
 
 class ScoreUNet(nn.Module):
-    """Configurable DDPM/DDPM++/NCSN++ UNet.
+    """Configurable DDPM/DDPM++/NCSN++ UNet; keyword arguments are `UNetSwitches` (defaults: ``preset``).
 
     ``forward(x: (B, in_channels, H, W), t: (B,)) → (B, out_channels, H, W)``.
     ``compile=True`` compiles the repeated blocks in place (`compile_blocks`); outputs are unchanged.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        image_size: int,
-        base_channels: int = 128,
-        channel_mult: Sequence[int] = (1, 2, 2, 2),
-        num_res_blocks: int = 4,
-        attention_resolutions: Sequence[int] = (16,),
-        dropout: float = 0.1,
-        time_embedding: str = "positional",
-        fourier_scale: float = 16.0,
-        resblock_type: str = "biggan",
-        fir: bool = False,
-        fir_kernel: Sequence[int] = FIR_KERNEL,
-        progressive_input: str = "none",
-        skip_rescale: bool = True,
-        compile: bool = False,
-    ):
+    preset: ClassVar[UNetSwitches] = UNetSwitches()
+
+    def __init__(self, in_channels: int, out_channels: int, image_size: int = 32, **switches):
         super().__init__()
         name = type(self).__name__
-        levels = len(channel_mult)
-        factor = 2 ** (levels - 1)
-        if levels < 1 or num_res_blocks < 1:
-            raise ValueError(f"{name} needs at least one level and one residual block per level")
-        if image_size % factor:
-            raise ValueError(f"{name}: image_size {image_size} is not divisible by 2**(len(channel_mult)-1) = {factor}")
-        resolutions = [image_size // 2**i for i in range(levels)]
-        unreachable = set(attention_resolutions) - set(resolutions)
-        if unreachable:
-            raise ValueError(f"{name}: attention_resolutions {sorted(unreachable)} not in {resolutions}")
-        if resblock_type not in ("ddpm", "biggan"):
-            raise ValueError(f"resblock_type must be 'ddpm' or 'biggan', got {resblock_type!r}")
-        if progressive_input not in ("none", "residual"):
-            raise ValueError(f"progressive_input must be 'none' or 'residual', got {progressive_input!r}")
-
+        unknown = sorted(set(switches) - {f.name for f in fields(UNetSwitches)})
+        if unknown:
+            raise TypeError(f"{name} has no option {', '.join(unknown)}; see backbone.UNetSwitches")
+        s = self.switches = replace(self.preset, **switches)
+        resolutions = s.resolutions(name, image_size)
         self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
-        self.progressive_residual = progressive_input == "residual"
-        self.skip_scale = 1.0 / math.sqrt(2.0) if skip_rescale else 1.0
-        nf, temb_dim = base_channels, 4 * base_channels
+        self.progressive_residual = s.progressive_input == "residual"
+        self.skip_scale = 1.0 / math.sqrt(2.0) if s.skip_rescale else 1.0
+        nf, temb_dim = s.base_channels, 4 * s.base_channels
 
         # Time: embedding → 2-layer MLP; each residual block applies act + its own projection.
-        self.time_embed = make_time_embedding(time_embedding, nf, fourier_scale)
+        self.time_embed = make_time_embedding(s.time_embedding, nf, s.fourier_scale)
         self.time_mlp = nn.Sequential(linear(nf, temb_dim), nn.SiLU(), linear(temb_dim, temb_dim))
-
-        def res(cin: int, cout: int, up: bool = False, down: bool = False) -> ResnetBlockBigGAN:
-            return ResnetBlockBigGAN(cin, cout, temb_dim, up=up, down=down, dropout=dropout, fir=fir,
-                                     fir_kernel=fir_kernel, skip_rescale=skip_rescale)  # fmt: skip
-
-        def attn(channels: int, resolution: int) -> nn.Module:
-            if resolution in attention_resolutions:
-                return AttnBlock(channels, skip_rescale=skip_rescale)
-            return nn.Identity()
-
-        def down(channels: int) -> nn.Module:
-            if resblock_type == "biggan":
-                return res(channels, channels, down=True)
-            return _Timeless(Downsample(channels, with_conv=True, fir=fir, fir_kernel=fir_kernel))
-
-        def up(channels: int) -> nn.Module:
-            if resblock_type == "biggan":
-                return res(channels, channels, up=True)
-            return _Timeless(Upsample(channels, with_conv=True, fir=fir, fir_kernel=fir_kernel))
-
-        # Encoder. skip_channels records what each decoder block will receive by concatenation.
-        self.conv_in = conv3x3(in_channels, nf)
-        self.enc_blocks, self.enc_attn = nn.ModuleList(), nn.ModuleList()
-        self.enc_down, self.pyramid = nn.ModuleList(), nn.ModuleList()
-        skip_channels, ch, pyramid_ch = [nf], nf, in_channels
-        for i, (mult, resolution) in enumerate(zip(channel_mult, resolutions)):
-            blocks, attns = nn.ModuleList(), nn.ModuleList()
-            for _ in range(num_res_blocks):
-                blocks.append(res(ch, nf * mult))
-                ch = nf * mult
-                attns.append(attn(ch, resolution))
-                skip_channels.append(ch)
-            self.enc_blocks.append(blocks)
-            self.enc_attn.append(attns)
-            if i < levels - 1:
-                self.enc_down.append(down(ch))
-                if self.progressive_residual:
-                    self.pyramid.append(Downsample(pyramid_ch, ch, with_conv=True, fir=fir, fir_kernel=fir_kernel))
-                    pyramid_ch = ch
-                skip_channels.append(ch)
-
-        self.mid = nn.ModuleList([res(ch, ch), AttnBlock(ch, skip_rescale=skip_rescale), res(ch, ch)])
-
-        # Decoder, coarsest level first.
-        self.dec_blocks, self.dec_attn, self.dec_up = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        for i in reversed(range(levels)):
-            blocks = nn.ModuleList()
-            for _ in range(num_res_blocks + 1):
-                blocks.append(res(ch + skip_channels.pop(), nf * channel_mult[i]))
-                ch = nf * channel_mult[i]
-            self.dec_blocks.append(blocks)
-            self.dec_attn.append(attn(ch, resolutions[i]))
-            if i > 0:
-                self.dec_up.append(up(ch))
-
+        blocks = _Blocks(s, temb_dim)
+        skip_channels, ch = self._build_encoder(blocks, resolutions)
+        self.mid = nn.ModuleList([blocks.res(ch, ch), blocks.attn(ch), blocks.res(ch, ch)])
+        ch = self._build_decoder(blocks, resolutions, skip_channels, ch)
         self.norm_out = group_norm(ch, act=True)  # GN + SiLU
         self.conv_out = conv3x3(ch, out_channels, init_scale=0.0)  # zero output at init
         self._compile_kwargs: dict | None = None
-        if compile:
+        if s.compile:
             self.compile_blocks()
+
+    def _build_encoder(self, blocks: _Blocks, resolutions: list[int]) -> tuple[list[int], int]:
+        """Input conv, then per level residual (+ attention) blocks and a downsampling step. Returns the
+        channels each decoder block receives by concatenation, and the channels at the bottom."""
+        nf, levels = self.switches.base_channels, len(resolutions)
+        self.conv_in = conv3x3(self.in_channels, nf)
+        self.enc_blocks, self.enc_attn = nn.ModuleList(), nn.ModuleList()
+        self.enc_down, self.pyramid = nn.ModuleList(), nn.ModuleList()
+        skip_channels, ch, pyramid_ch = [nf], nf, self.in_channels
+        for i, (mult, resolution) in enumerate(zip(self.switches.channel_mult, resolutions)):
+            level_blocks, attns = nn.ModuleList(), nn.ModuleList()
+            for _ in range(self.switches.num_res_blocks):
+                level_blocks.append(blocks.res(ch, nf * mult))
+                ch = nf * mult
+                attns.append(blocks.attn(ch, resolution))
+                skip_channels.append(ch)
+            self.enc_blocks.append(level_blocks)
+            self.enc_attn.append(attns)
+            if i < levels - 1:
+                self.enc_down.append(blocks.down(ch))
+                if self.progressive_residual:
+                    self.pyramid.append(blocks.pyramid(pyramid_ch, ch))
+                    pyramid_ch = ch
+                skip_channels.append(ch)
+        return skip_channels, ch
+
+    def _build_decoder(self, blocks: _Blocks, resolutions: list[int], skip_channels: list[int], ch: int) -> int:
+        """The mirrored decoder, coarsest level first (num_res_blocks + 1 blocks per level); returns its channels."""
+        nf, mult = self.switches.base_channels, self.switches.channel_mult
+        self.dec_blocks, self.dec_attn, self.dec_up = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(len(resolutions))):
+            level_blocks = nn.ModuleList()
+            for _ in range(self.switches.num_res_blocks + 1):
+                level_blocks.append(blocks.res(ch + skip_channels.pop(), nf * mult[i]))
+                ch = nf * mult[i]
+            self.dec_blocks.append(level_blocks)
+            self.dec_attn.append(blocks.attn(ch, resolutions[i]))
+            if i > 0:
+                self.dec_up.append(blocks.up(ch))
+        return ch
 
     def compile_blocks(self, **compile_kwargs) -> ScoreUNet:
         """Regional compilation: ``torch.compile`` each residual and attention block in place.

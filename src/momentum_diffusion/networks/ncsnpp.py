@@ -13,10 +13,7 @@ StyleGAN2's ``upfirdn2d``; for [1, 3, 3, 1] it is bilinear upsampling and anti-a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from momentum_diffusion.networks.backbone import ScoreUNet
-from momentum_diffusion.networks.layers import FIR_KERNEL
+from momentum_diffusion.networks.backbone import ScoreUNet, UNetSwitches
 
 __all__ = ["NCSNpp"]
 
@@ -28,39 +25,4 @@ class NCSNpp(ScoreUNet):
     For CLD on CIFAR-10: ``NCSNpp(in_channels=6, out_channels=3)`` (data and velocity, 3 channels each).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        image_size: int = 32,
-        base_channels: int = 128,  # CIFAR-10
-        channel_mult: Sequence[int] = (1, 2, 2, 2),  # 32 → 16 → 8 → 4
-        num_res_blocks: int = 8,
-        attention_resolutions: Sequence[int] = (16,),
-        dropout: float = 0.1,
-        time_embedding: str = "fourier",
-        fourier_scale: float = 16.0,
-        fir: bool = True,
-        fir_kernel: Sequence[int] = FIR_KERNEL,
-        progressive_input: str = "residual",  # or 'none'
-        skip_rescale: bool = True,
-        compile: bool = False,  # regional torch.compile of the blocks (ScoreUNet.compile_blocks)
-    ):
-        super().__init__(
-            in_channels,
-            out_channels,
-            image_size,
-            base_channels=base_channels,
-            channel_mult=channel_mult,
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=attention_resolutions,
-            dropout=dropout,
-            time_embedding=time_embedding,
-            fourier_scale=fourier_scale,
-            resblock_type="biggan",
-            fir=fir,
-            fir_kernel=fir_kernel,
-            progressive_input=progressive_input,
-            skip_rescale=skip_rescale,
-            compile=compile,
-        )
+    preset = UNetSwitches(time_embedding="fourier", fir=True, progressive_input="residual")  # else DDPM++

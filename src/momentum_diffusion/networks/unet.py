@@ -7,9 +7,7 @@ optionally at the resolutions in ``attention_resolutions``. Sized for 8×8 digit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from momentum_diffusion.networks.backbone import ScoreUNet
+from momentum_diffusion.networks.backbone import ScoreUNet, UNetSwitches
 
 __all__ = ["UNet"]
 
@@ -22,34 +20,12 @@ class UNet(ScoreUNet):
     Example: 8×8 digits with HOLD of order 3 → ``UNet(3, 1, image_size=8)`` (levels 8 → 4).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        image_size: int,
-        base_channels: int = 32,
-        channel_mult: Sequence[int] = (1, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: Sequence[int] = (),
-        dropout: float = 0.0,
-        time_embedding: str = "positional",  # 'fourier' also works (scale below)
-        fourier_scale: float = 16.0,
-        compile: bool = False,  # regional torch.compile of the blocks (ScoreUNet.compile_blocks)
-    ):
-        super().__init__(
-            in_channels,
-            out_channels,
-            image_size,
-            base_channels=base_channels,
-            channel_mult=channel_mult,
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=attention_resolutions,
-            dropout=dropout,
-            time_embedding=time_embedding,
-            fourier_scale=fourier_scale,
-            resblock_type="ddpm",  # separate conv down/upsampling layers
-            fir=False,
-            progressive_input="none",
-            skip_rescale=False,
-            compile=compile,
-        )
+    preset = UNetSwitches(
+        base_channels=32,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        dropout=0.0,
+        resblock_type="ddpm",  # separate conv down/upsampling layers
+        skip_rescale=False,
+    )
