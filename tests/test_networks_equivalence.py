@@ -164,6 +164,52 @@ def test_fir_is_explicit_resampling(mode: str) -> None:
     torch.testing.assert_close(fir(x.double()), ref_fir(x.double(), mode))
 
 
+def upfirdn_by_sums(x: torch.Tensor, mode: str, kernel) -> torch.Tensor:
+    """upfirdn2d by its definition, one output pixel at a time: zero-insert (up), pad by (p0, p1), *convolve*
+    (not correlate) with the separable k⊗k / Σ (gain 4 up), decimate (down); StyleGAN2's pads
+    p = n − 2, (p0, p1) = ((p + 1) // 2, p // 2) down and ((p + 1) // 2 + 1, p // 2) up."""
+    k = torch.as_tensor(kernel, dtype=torch.float64)
+    k = k / k.sum() * (2.0 if mode == "up" else 1.0)  # per axis: gain 4 overall when up
+    n, (b, c, h, w) = len(kernel), x.shape
+    p = n - 2
+    p0 = (p + 1) // 2 + (1 if mode == "up" else 0)
+    if mode == "up":
+        src = torch.zeros(b, c, 2 * h, 2 * w, dtype=torch.float64)
+        src[..., ::2, ::2] = x.double()
+        size, step = 2 * h, 1
+    else:
+        src, size, step = x.double(), h // 2, 2
+
+    def at(i, j):  # the padded signal at (i, j) of the padded grid
+        i, j = i - p0, j - p0
+        inside = 0 <= i < src.shape[-2] and 0 <= j < src.shape[-1]
+        return src[..., i, j] if inside else torch.zeros(b, c, dtype=torch.float64)
+
+    out = torch.zeros(b, c, size, size, dtype=torch.float64)
+    for i in range(size):
+        for j in range(size):
+            # full convolution of the padded signal, output index (step·i + n − 1): Σ_a k[a] pad[step·i + n−1−a]
+            out[..., i, j] = sum(
+                k[a] * k[bb] * at(step * i + n - 1 - a, step * j + n - 1 - bb) for a in range(n) for bb in range(n)
+            )
+    return out
+
+
+@pytest.mark.parametrize("kernel", [(1, 3, 3, 1), (1, 2, 4, 8), (1, 1)])
+@pytest.mark.parametrize("mode", ["up", "down"])
+def test_fir_is_upfirdn_by_its_definition(mode: str, kernel) -> None:
+    """Against the definition summed out per pixel, including an asymmetric kernel (catches a correlation
+    where upfirdn2d convolves: for a symmetric kernel the two agree) and the 2-tap box (average pooling
+    down, nearest-neighbour up)."""
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fir = FIRResample(3, mode, kernel).double()
+    out = fir(x)  # float64 input, float32-rounded taps (the buffer is built in float32): ~1e-7 relative
+    torch.testing.assert_close(out, upfirdn_by_sums(x, mode, kernel), rtol=1e-6, atol=1e-6)
+    if kernel == (1, 1):
+        box = F.avg_pool2d(x, 2) if mode == "down" else F.interpolate(x, scale_factor=2.0, mode="nearest")
+        torch.testing.assert_close(out, box, rtol=1e-6, atol=1e-6)
+
+
 def test_fir_upsampling_keeps_the_mean_away_from_the_border() -> None:
     x = torch.ones(1, 1, 6, 6)
     assert torch.allclose(FIRResample(1, "up")(x)[..., 1:-1, 1:-1], torch.ones(1, 1, 10, 10))

@@ -172,6 +172,8 @@ class FIRResample(nn.Module):
         k = torch.as_tensor(kernel, dtype=torch.float64)
         k2d = torch.outer(k, k)
         k2d = k2d / k2d.sum() * (4.0 if mode == "up" else 1.0)
+        if mode == "down":  # conv2d correlates, upfirdn2d convolves (the transposed conv already does)
+            k2d = k2d.flip(0, 1)
         self.mode = mode
         self.channels = channels
         self.padding = (len(kernel) - 2) // 2  # gives exactly H/2 (down) or 2H (up)
