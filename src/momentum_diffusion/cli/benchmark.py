@@ -32,8 +32,6 @@ def sampler_label(sampler) -> str:
     name, kw = sampler.func.sampler_name, sampler.keywords
     if name == "ode":
         return f"ode-{kw.get('method', 'dopri5')}"
-    if name == "lie_trotter" and kw.get("symmetric"):
-        return "lie_trotter-sym"
     return name
 
 

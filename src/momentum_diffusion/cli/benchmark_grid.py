@@ -29,7 +29,7 @@ STANDARD_GRID = [  # (diffusion, sampler, extra overrides)
     ("cld", "ode", ["sampler.method=heun"]),
     ("hold", "em", []),
     ("hold", "lie_trotter", []),
-    ("hold", "lie_trotter", ["sampler.symmetric=true"]),
+    ("hold", "sscs", []),
 ]
 STANDARD_NFE = [10, 20, 50, 100, 200, 500, 1000]
 

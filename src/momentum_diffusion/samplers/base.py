@@ -59,18 +59,18 @@ class CountingScore:
 
 
 def sampler(
-    name: str, supports: Callable[[Process], bool] = lambda p: True, requirement: str = "", renamed: dict | None = None
+    name: str, supports: Callable[[Process], bool] = lambda p: True, requirement: str = "", retired: dict | None = None
 ):
-    """Declare a sampler function: its name, which processes it supports and its renamed options ({old: new}),
-    all checked before any work."""
+    """Declare a sampler function: its name, which processes it supports and its retired options
+    ({option: what to use instead}), all checked before any work."""
 
     def wrap(fn):
         @functools.wraps(fn)
         def run(process, score_fn, prior_z, **kwargs):
             check_support(run, process)
-            for old, new in (renamed or {}).items():
-                if old in kwargs:
-                    raise SamplerConfigError(f"sampler '{name}': option {old} is now {new} (sampler.{new})")
+            for option, instead in (retired or {}).items():
+                if option in kwargs:
+                    raise SamplerConfigError(f"sampler '{name}' has no option {option} any more: {instead}")
             return fn(process, score_fn, prior_z, **kwargs)
 
         run.sampler_name, run.supports, run.requirement = name, supports, requirement

@@ -100,36 +100,34 @@ REMAINDERS = {"euler": 1, "heun": 2}  # NFE per step
 REQUIREMENT = "splitting needs a stationary Gaussian law (Hurwitz A): vp, cld, hold, langevin<n>"
 
 
-@sampler("sscs", supports=has_stationary_law, requirement=REQUIREMENT)
-@torch.no_grad()
-def sscs(
-    process,
-    score_fn,
-    prior_z,
-    *,
-    nfe: int,
-    generator=None,
-    denoise: bool | str = True,
-    grid: str = "uniform",
-    remainder: str = "euler",
-):
-    """Symmetric splitting score-based sampler (Strang): 1 NFE per step (2 with ``remainder='heun'``)."""
-    return _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, True, remainder)
+def _splitting_sampler(name: str, symmetric: bool, doc: str, retired: dict | None = None):
+    """Declare a splitting sampler; the two differ only in the order of their sub-steps (``_splitting``)."""
+
+    def run(
+        process,
+        score_fn,
+        prior_z,
+        *,
+        nfe: int,
+        generator=None,
+        denoise: bool | str = True,
+        grid: str = "uniform",
+        remainder: str = "euler",
+    ):
+        return _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric, remainder)
+
+    run.__name__ = run.__qualname__ = name  # the module attribute: Hydra targets and pickling find it
+    run.__doc__ = doc
+    declare = sampler(name, supports=has_stationary_law, requirement=REQUIREMENT, retired=retired)
+    return declare(torch.no_grad()(run))
 
 
-@sampler("lie_trotter", supports=has_stationary_law, requirement=REQUIREMENT)
-@torch.no_grad()
-def lie_trotter(
-    process,
-    score_fn,
-    prior_z,
-    *,
-    nfe: int,
-    generator=None,
-    denoise: bool | str = True,
-    grid: str = "uniform",
-    symmetric: bool = False,
-    remainder: str = "euler",
-):
-    """Lie–Trotter splitting (first order), or its Strang-symmetric variant with ``symmetric=True``."""
-    return _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric, remainder)
+sscs = _splitting_sampler(
+    "sscs", True, "Symmetric splitting score-based sampler (Strang): 1 NFE per step (2 with ``remainder='heun'``)."
+)
+lie_trotter = _splitting_sampler(
+    "lie_trotter",
+    False,
+    "Lie–Trotter splitting (first order; HOLD paper): 1 NFE per step (2 with ``remainder='heun'``).",
+    retired={"symmetric": "the symmetric (Strang) splitting is sampler=sscs"},
+)
