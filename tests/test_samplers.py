@@ -587,3 +587,17 @@ def test_noise_level_grids_hit_their_target_levels(process_name, kind):
         target = torch.exp(torch.log(s_hi) + u * (torch.log(s_lo) - torch.log(s_hi)))
     rel = ((sigma - target) / target).abs().max().item()
     assert rel < 1e-3, rel
+
+
+def test_a_retired_option_at_its_old_default_is_dropped_for_old_checkpoints():
+    """Checkpoints store the sampler config they were trained with: lie_trotter's symmetric=false (the old
+    default) still loads, and runs as before; symmetric=true is the error above."""
+    process = cld()
+    z0 = exact_start(process, 4, 2, torch.Generator().manual_seed(1))
+    runs = [
+        lie_trotter(
+            process, score_fn(process, M, S), z0.clone(), nfe=5, generator=torch.Generator().manual_seed(2), **kw
+        )[0]
+        for kw in ({}, {"symmetric": False})
+    ]
+    assert torch.equal(runs[0], runs[1])

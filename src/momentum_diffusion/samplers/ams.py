@@ -189,7 +189,7 @@ def _check_options(snr, fixed_beta, n_corrector, langevin_noise="reference") -> 
     check_choice("sampler.langevin_noise", langevin_noise, LANGEVIN_NOISES, SamplerConfigError)
 
 
-@sampler("ams", retired={"noise": "it is sampler.langevin_noise (reference | consistent); noise is expint's λ"})
+@sampler("ams", retired={"noise": ("reference", "it is sampler.langevin_noise; noise is expint's λ")})
 @torch.no_grad()
 def adaptive_momentum(
     process,

@@ -58,18 +58,24 @@ class CountingScore:
         return self.score_fn(z, float(t))
 
 
+_NOTHING = object()  # a retired option without a harmless old default
+
+
 def sampler(
     name: str, supports: Callable[[Process], bool] = lambda p: True, requirement: str = "", retired: dict | None = None
 ):
-    """Declare a sampler function: its name, which processes it supports and its retired options
-    ({option: what to use instead}), all checked before any work."""
+    """Declare a sampler function: its name, which processes it supports and its retired options, all checked
+    before any work. ``retired``: {option: what to use instead} (any value is an error that says so), or
+    {option: (old default, what to use instead)}: the old default is dropped, since checkpoints store it in
+    their sampler config, and any other value is that error."""
 
     def wrap(fn):
         @functools.wraps(fn)
         def run(process, score_fn, prior_z, **kwargs):
             check_support(run, process)
-            for option, instead in (retired or {}).items():
-                if option in kwargs:
+            for option, rule in (retired or {}).items():
+                old_default, instead = rule if isinstance(rule, tuple) else (_NOTHING, rule)
+                if option in kwargs and kwargs.pop(option) != old_default:
                     raise SamplerConfigError(f"sampler '{name}' has no option {option} any more: {instead}")
             return fn(process, score_fn, prior_z, **kwargs)
 

@@ -129,5 +129,5 @@ lie_trotter = _splitting_sampler(
     "lie_trotter",
     False,
     "Lie–Trotter splitting (first order; HOLD paper): 1 NFE per step (2 with ``remainder='heun'``).",
-    retired={"symmetric": "the symmetric (Strang) splitting is sampler=sscs"},
+    retired={"symmetric": (False, "the symmetric (Strang) splitting is sampler=sscs")},
 )
