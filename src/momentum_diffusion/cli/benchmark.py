@@ -17,11 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ..exact.gmm import ExactScore, load_gmm
-from ..lightning.callbacks import write_rows
 from ..metrics.mode_quality import mode_quality, reference_mode_kl
 from ..metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
+from ..tables import write_rows
 from .common import UserError, build_sampler, check_positive_int, check_seed, claim_run_dir, one_line_errors
 
 log = logging.getLogger(__name__)

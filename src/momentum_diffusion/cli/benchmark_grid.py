@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from .. import CONF_DIR
 from ..exact.gmm import BENCHMARK_DIR, load_gmm
-from ..lightning.callbacks import write_rows
+from ..tables import read_rows, write_rows
 from .benchmark import benchmark_floors, plot_rows, run_benchmark
 from .common import build_sampler
 
@@ -69,18 +69,6 @@ def markdown_table(rows: list[dict], nfes: list[int]) -> str:
         + "; ".join(f"{s}: SW2 floor {a:.4f}, mode-KL {b:.4f}" for s, (a, b) in floors.items())
     )
     return "\n".join(lines)
-
-
-def read_rows(path) -> list[dict]:
-    import csv
-
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for key, value in r.items():
-            if key not in ("gmm", "diffusion", "sampler"):
-                r[key] = float(value) if key not in ("nfe_budget", "nfe_used") else int(float(value))
-    return rows
 
 
 def main(argv=None):

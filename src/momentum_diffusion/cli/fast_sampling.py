@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from ..exact.gmm import load_gmm
-from ..lightning.callbacks import write_rows
 from ..samplers import configure, valid_samplers
+from ..tables import read_rows, write_rows
 from .benchmark import benchmark_floors, run_benchmark
 from .benchmark_grid import STANDARD_NFE, build, bundled_specs
 
@@ -292,22 +292,6 @@ def plot_first_nfe(rows: list[dict], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "first_nfe.png", dpi=100)
     plt.close(fig)
-
-
-def read_rows(path) -> list[dict]:
-    import csv
-
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    text = ("gmm", "diffusion", "sampler", "config", "tol")
-    for r in rows:
-        for key, value in r.items():
-            if key in ("nfe_budget", "nfe_used", "n_samples", "seed"):
-                r[key] = int(float(value))
-            elif key not in text:
-                r[key] = float(value)
-        r["tol"] = float(r["tol"]) if r.get("tol") else ""
-    return rows
 
 
 def render(rows: list[dict], out: Path) -> str:

@@ -11,6 +11,7 @@ import torch
 
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
+from ..tables import write_rows
 from .evaluation import evaluate_samples, fid_available, image_fid, preview, uses_fid
 
 log = logging.getLogger(__name__)
@@ -165,20 +166,6 @@ def log_images(loggers, images: dict, step: int) -> None:
             keys = [k for k, v in images.items() if v is not None and Path(v).is_file()]
             for key in keys:
                 logger.log_image(key=key, images=[str(images[key])], step=step)
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """CSV with the union of keys as columns (atomic replace)."""
-    import csv
-    import os
-
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 class RankNoiseStreams(pl.Callback):
