@@ -1,10 +1,25 @@
-"""Drawing samples from a checkpoint's module with a progress bar, shared by sample.py and evaluate.py."""
+"""What sample.py and evaluate.py share: the run's checks, and drawing samples with a progress bar."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .common import UserError, make_generator
+from .common import UserError, check_device, check_positive_int, check_seed, claim_run_dir, make_generator
+
+
+def start_sampling_run(cfg) -> tuple[Path, int, int]:
+    """Claim the run directory (one run per directory) and check the options of a checkpoint-sampling run
+    before any work; returns (run directory, n_samples, batch_size)."""
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    claim_run_dir(out_dir)
+    n = check_positive_int("n_samples", cfg.n_samples)
+    batch = check_positive_int("batch_size", cfg.batch_size)
+    check_seed(cfg.seed)
+    check_device(cfg.device)
+    return out_dir, n, batch
 
 
 def draw_samples(module, n: int, batch_size: int, seed: int, sampler=None, description: str = "sampling"):

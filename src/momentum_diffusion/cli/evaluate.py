@@ -4,46 +4,30 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ..choices import check_choice
-from ..lightning.callbacks import write_rows
 from ..lightning.evaluation import evaluate_samples, preview, uses_fid
 from ..metrics.fid import FIDUnavailable, check_fid_available
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
-from .common import (
-    UserError,
-    check_device,
-    check_positive_int,
-    check_seed,
-    claim_run_dir,
-    module_from_checkpoint,
-    one_line_errors,
-    run_sampler_config,
-)
-from .drawing import draw_samples
+from ..tables import write_rows
+from .common import UserError, module_from_checkpoint, one_line_errors, run_sampler_config
+from .drawing import draw_samples, start_sampling_run
 
 log = logging.getLogger(__name__)
 
 
 @one_line_errors
 def evaluate(cfg: DictConfig):
-    claim_run_dir(HydraConfig.get().runtime.output_dir)  # one run per directory
-    n = check_positive_int("n_samples", cfg.n_samples)
-    batch = check_positive_int("batch_size", cfg.batch_size)
-    check_seed(cfg.seed)
-    check_device(cfg.device)
+    out_dir, n, batch = start_sampling_run(cfg)
     check_choice("metric", cfg.metric, ("auto", "fid", "nll"), UserError)
     module, config = module_from_checkpoint(cfg.ckpt, cfg.get("sampler"), cfg.device)
     sampler_cfg = run_sampler_config(cfg.get("sampler"), config.get("sampler")) or {}
     nfes = nfe_budgets(sampler_cfg.get("nfe"))  # sampler.nfe: one budget or a list (one row each)
     sampler_name = module.sampler.func.sampler_name
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     datamodule = instantiate(config["data"])
     datamodule.prepare_data()

@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from ..lightning.evaluation import save_preview
 from ..samplers.budget import nfe_budgets
-from .common import (
-    UserError,
-    check_device,
-    check_positive_int,
-    check_seed,
-    claim_run_dir,
-    module_from_checkpoint,
-    one_line_errors,
-)
-from .drawing import draw_samples
+from .common import UserError, module_from_checkpoint, one_line_errors
+from .drawing import draw_samples, start_sampling_run
 
 log = logging.getLogger(__name__)
 
 
 @one_line_errors
 def sample(cfg: DictConfig):
-    claim_run_dir(HydraConfig.get().runtime.output_dir)  # one run per directory
-    n = check_positive_int("n_samples", cfg.n_samples)
-    batch = check_positive_int("batch_size", cfg.batch_size)
-    check_seed(cfg.seed)
-    check_device(cfg.device)
+    out_dir, n, batch = start_sampling_run(cfg)
     if len(nfe_budgets((cfg.get("sampler") or {}).get("nfe"))) > 1:
         raise UserError("sample.py draws at one budget: sampler.nfe=N (several: -m sampler.nfe=20,50 or evaluate.py)")
     module, config = module_from_checkpoint(cfg.ckpt, cfg.get("sampler"), cfg.device)
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
     x, nfe = draw_samples(module, n, batch, cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_cls = get_class(config["data"]["_target_"])
