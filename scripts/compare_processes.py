@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["process", "variant", "seed", "sampler", "nfe_budget", "nfe_used", "fd_digits", "seconds"]
 # Each process's own sampler and the exponential integrator (stochastic, λ = 1: best on trained networks).
 DEFAULT_SAMPLERS = {
-    "vp": ["em", "pc:snr=0.25", "expint:noise=1.0"],
-    "cld": ["sscs", "expint:noise=1.0"],
-    "hold": ["lie_trotter", "expint:noise=1.0"],
+    "vp": ["em", "pc:snr=0.25", "expint:stochasticity=1.0,prediction=data"],
+    "cld": ["sscs", "expint:stochasticity=1.0,prediction=data"],
+    "hold": ["lie_trotter", "expint:stochasticity=1.0,prediction=data"],
 }
 
 
@@ -95,7 +95,7 @@ def train(variant: Variant, seed: int, args) -> Path:
 
 
 def sampler_spec(spec: str) -> tuple[str, dict]:
-    """'expint:noise=1.0,order=3' → ('expint', {'noise': 1.0, 'order': 3})."""
+    """'expint:stochasticity=1.0,prediction=data,order=3' → ('expint', {'stochasticity': 1.0, 'prediction': 'data', 'order': 3})."""
     import yaml
 
     name, _, rest = spec.partition(":")
@@ -197,7 +197,7 @@ def parse_args(argv=None):
         sets.setdefault(process, []).append(override)
     args.set = sets
     args.samplers = dict(DEFAULT_SAMPLERS)
-    for text in args.sampler:  # 'cld=sscs;expint:noise=1.0,order=3' (';' separates specs that hold commas)
+    for text in args.sampler:  # 'cld=sscs;expint:stochasticity=1.0,prediction=data,order=3' (';' separates specs that hold commas)
         process, _, specs = text.partition("=")
         args.samplers[process] = specs.split(";")
     return args

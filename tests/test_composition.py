@@ -124,7 +124,7 @@ def test_progress_observer_keeps_the_noise_prediction_contract(monkeypatch):
     calls, score_calls = [], []
     original = type(score).score
     monkeypatch.setattr(type(score), "score", lambda self, z, t: score_calls.append(t) or original(self, z, t))
-    sampler = configure(module.sampler, nfe=6, noise=0.0, kt="gddim", denoise=True)
+    sampler = configure(module.sampler, nfe=6, stochasticity=0.0, prediction="noise", kt="gddim", denoise=True)
     _, nfe = module.sample(5, sampler, generator=torch.Generator().manual_seed(0), observer=lambda: calls.append(1))
     assert nfe == 6 and len(calls) == 6  # every evaluation observed
     assert len(score_calls) == 1  # the final denoising step only: the 5 steps took ε̂ directly

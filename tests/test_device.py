@@ -30,7 +30,7 @@ CASES = {
     "ams": ("ams", {}),
     "expint": ("expint", {}),
     "expint_cholesky": ("expint", {"kt": "cholesky", "order": 3}),
-    "expint_stochastic": ("expint", {"noise": 1.0, "order": 3, "grid": "quadratic"}),
+    "expint_stochastic": ("expint", {"stochasticity": 1.0, "prediction": "data", "order": 3, "grid": "quadratic"}),
 }
 
 

@@ -2,19 +2,29 @@
 convergence orders against the exact PF-ODE solution for Gaussian data, mixture convergence, seeding, NFE."""
 
 import dataclasses
+import inspect
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+from scipy.integrate import quad_vec
 
-from gaussian import ZeroBlocks, score_fn
+from gaussian import marginal, score_fn
 from momentum_diffusion.exact.gmm import ExactScore, load_gmm
 from momentum_diffusion.metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
 from momentum_diffusion.objectives import NoisePredictionObjective
 from momentum_diffusion.processes import apply_blocks, cld, hold, vp
-from momentum_diffusion.processes.noise_factor import NoiseFactorError, accurate_kernel_cov
+from momentum_diffusion.processes.noise_factor import (
+    NoiseFactor,
+    NoiseFactorError,
+    accurate_kernel_cov,
+    tweedie_projection,
+)
 from momentum_diffusion.samplers.base import SamplerConfigError, time_grid
-from momentum_diffusion.samplers.expint import GDDIMNoise, exponential_integrator
+from momentum_diffusion.samplers import expint_stochastic
+from momentum_diffusion.samplers.expint import DEFAULTS, GDDIMNoise, exponential_integrator
 from momentum_diffusion.samplers.ode import probability_flow
 
 F64 = torch.float64
@@ -49,8 +59,9 @@ def test_vp_order1_deterministic_cholesky_is_ddim():
     process = vp()
     fn, z = score_fn(process, MEAN, STD), prior(process)
     out, used = exponential_integrator(
-        process, fn, z.clone(), nfe=12, order=1, grid="quadratic", kt="cholesky", denoise=False
-    )
+        process, fn, z.clone(), nfe=12, order=1, grid="quadratic", kt="cholesky", denoise=False, corrector=False,
+        prediction="noise", stochasticity=0.0,
+    )  # fmt: skip
     ts = time_grid(process, 12, "quadratic")
     for i in range(12):  # DDIM: x' = α'(x − σε)/α + σ'ε, ε = −σ s, with α, σ of the VP kernel
         (a, _, L), (a2, _, L2) = process.kernel(ts[i]), process.kernel(ts[i + 1])
@@ -71,8 +82,9 @@ def test_gddim_factor_matches_kernel_and_vp_choices_coincide():
     torch.testing.assert_close(g.factor(process.t_min)[0] @ g.factor(process.t_min)[0].T, small, rtol=1e-8, atol=0)
     p = vp(t_min=1e-3)  # order 1: R = σ_t, so gDDIM's ε is DDIM's
     fn, z = score_fn(p, MEAN, STD), prior(p)
-    a, _ = exponential_integrator(p, fn, z.clone(), nfe=10, order=2, kt="gddim", grid="quadratic")
-    b, _ = exponential_integrator(p, fn, z.clone(), nfe=10, order=2, kt="cholesky", grid="quadratic")
+    options = dict(nfe=10, order=2, grid="quadratic", prediction="noise", stochasticity=0.0, corrector=False)
+    a, _ = exponential_integrator(p, fn, z.clone(), kt="gddim", **options)
+    b, _ = exponential_integrator(p, fn, z.clone(), kt="cholesky", **options)
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -84,8 +96,9 @@ def test_gddim_order1_is_exact_for_point_mass_data(make):
     exact = exact_pf_solution(process, z, MEAN, 0.0)
     for kt, tol in (("gddim", 1e-8), ("cholesky", None)):
         out, _ = exponential_integrator(
-            process, score_fn(process, MEAN, 0.0), z.clone(), nfe=3, order=1, kt=kt, grid="quadratic", denoise=False
-        )
+            process, score_fn(process, MEAN, 0.0), z.clone(), nfe=3, order=1, kt=kt, grid="quadratic", denoise=False,
+            prediction="noise", stochasticity=0.0, corrector=False,
+        )  # fmt: skip
         err = float((out - exact).abs().max())
         assert (err < tol) if tol else not err < 1e-3, (kt, err)
 
@@ -97,7 +110,7 @@ def test_exact_reference_matches_dopri5():
     torch.testing.assert_close(exact_pf_solution(process, z), ref, rtol=1e-7, atol=1e-8)
 
 
-def slopes(process, kt, steps, orders=(1, 2, 3)):
+def slopes(process, kt, steps, orders=(1, 2, 3), **options):
     fn, z = score_fn(process, MEAN, STD), prior(process)
     exact = exact_pf_solution(process, z)
     out = {}
@@ -105,7 +118,7 @@ def slopes(process, kt, steps, orders=(1, 2, 3)):
         errs = []
         for n in steps:
             sample, _ = exponential_integrator(
-                process, fn, z.clone(), nfe=n, order=order, kt=kt, grid="quadratic", denoise=False
+                process, fn, z.clone(), nfe=n, order=order, kt=kt, grid="quadratic", denoise=False, **options
             )
             errs.append(float((sample - exact).abs().max()))
         x = torch.tensor([math.log(n) for n in steps], dtype=F64)
@@ -117,16 +130,20 @@ def slopes(process, kt, steps, orders=(1, 2, 3)):
 @pytest.mark.parametrize(
     "make, t_min, kt, steps, slack",
     [
-        (vp, 1e-3, "cholesky", (10, 20, 40), 0.45),
+        (vp, 1e-3, "cholesky", (16, 32, 64), 0.5),
         (cld, 0.05, "gddim", (24, 48, 96), 0.45),
         pytest.param(hold, 0.05, "gddim", (32, 64, 128), 0.45, marks=pytest.mark.slow),
     ],
 )
 def test_convergence_orders(make, t_min, kt, steps, slack):
-    """Deterministic error vs the exact PF-ODE solution falls like n^−order (log–log slope fit)."""
-    found = slopes(make(t_min=t_min), kt, steps)
-    for order, slope in found.items():
-        assert slope > order - slack, found
+    """Deterministic error vs the exact PF-ODE solution falls like n^−order (log–log slope fit), in both
+    forms; the corrector raises every order by one (UniPC's claim, here in phase space)."""
+    for prediction in ("noise", "data"):
+        for corrector in (False, True):
+            options = dict(prediction=prediction, corrector=corrector, stochasticity=0.0)
+            found = slopes(make(t_min=t_min), kt, steps, **options)
+            for order, slope in found.items():
+                assert slope > order + corrector - slack, (options, found)
 
 
 @pytest.mark.slow
@@ -139,8 +156,8 @@ def test_mixture_convergence_deterministic_and_stochastic():
     data = gmm.sample(n, torch.Generator().manual_seed(1))
     results = {}
     for name, options in {
-        "ode": dict(order=2, kt="gddim", grid="quadratic", nfe=50),
-        "sde": dict(order=1, kt="gddim", noise=1.0, grid="quadratic", nfe=200),
+        "ode": dict(order=2, kt="gddim", grid="quadratic", nfe=50, prediction="noise", stochasticity=0.0),
+        "sde": dict(order=1, stochasticity=1.0, prediction="data", grid="quadratic", nfe=200),
     }.items():
         gen = torch.Generator().manual_seed(0)
         z = process.sample_prior((n, gmm.dim), generator=gen)
@@ -159,7 +176,7 @@ def test_same_seed_same_samples_and_nfe_accounting():
         z = process.sample_prior((8, 2), generator=gen)
         runs.append(
             exponential_integrator(
-                process, fn, z, nfe=12, generator=gen, noise=1.0, order=2, kt="gddim", grid="uniform"
+                process, fn, z, nfe=12, generator=gen, stochasticity=1.0, prediction="data", order=2, grid="uniform"
             )
         )
     torch.testing.assert_close(runs[0][0], runs[1][0], rtol=0, atol=0)
@@ -168,30 +185,85 @@ def test_same_seed_same_samples_and_nfe_accounting():
     assert used == 7
 
 
-@pytest.mark.parametrize("options", [dict(order=4), dict(noise=1.5), dict(kt="lu"), dict(extrapolate="x"), dict(nfe=1)])
-def test_bad_options_are_config_errors(options):
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (dict(order=4), "order"),
+        (dict(stochasticity=1.5), "stochasticity"),
+        (dict(kt="lu"), "kt"),
+        (dict(extrapolate="x"), "extrapolate"),
+        (dict(prediction="score"), "prediction"),
+        (dict(prediction="noise", stochasticity=0.5), "prediction"),
+        (dict(corrector="yes"), "corrector"),
+        (dict(nfe=1), "nfe"),
+        (dict(noise=1.0), "stochasticity"),  # the old name of λ: one clear error naming the new one
+    ],
+)
+def test_bad_options_are_config_errors(options, named):
     process = cld()
-    with pytest.raises((SamplerConfigError, NoiseFactorError)):  # kt: the one NoiseFactor validation
+    with pytest.raises((SamplerConfigError, NoiseFactorError), match=named):  # kt: the one NoiseFactor check
         exponential_integrator(process, score_fn(process), prior(process), **{"nfe": 10, **options})
 
 
-@pytest.mark.parametrize("kt", ["gddim", "cholesky"])
+def test_config_leaves_defaults_to_the_function():
+    """One source of truth: conf/sampler/expint.yaml sets every option to null, so DEFAULTS decides."""
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "sampler" / "expint.yaml")
+    fixed = {"process", "score_fn", "prior_z", "nfe", "generator"}
+    options = set(inspect.signature(exponential_integrator).parameters) - fixed
+    assert options == set(DEFAULTS) and all(cfg[name] is None for name in options)
+
+
 @pytest.mark.parametrize("make", [vp, cld, hold])
-def test_network_trained_with_the_same_kt_gives_eps_directly(make, kt):
-    """A ScoreModel trained with K_t = kt hands expint its ε̂ (one score call: the final denoising step);
-    hiding the model behind a plain score function takes the score route. Both must give the same samples."""
+def test_network_trained_with_the_same_kt_gives_eps_directly(make):
+    """A ScoreModel trained with K_t = L_t hands expint its ε̂ (one score call: the final denoising step); hiding
+    the model behind a plain score function takes the score route. With L_t the two carry the same information
+    (s = −ℓ ε̂_k), so a nonzero, nonlinear network must give the same samples both ways."""
     process = make()
-    blocks = process.order if kt == "gddim" else 1
-    model = NoisePredictionObjective(mixed_score=True, data_std=STD, kt=kt).score_model(
-        ZeroBlocks(process.order, blocks), process
+    model = NoisePredictionObjective(mixed_score=True, data_std=STD, kt="cholesky").score_model(
+        LinearBlocks(process.order, 1), process
     )
     calls, score = [], model.score
     model.score = lambda z, t: (calls.append(t), score(z, t))[1]
-    options = dict(nfe=16, order=2, kt=kt, grid="quadratic")
+    options = dict(nfe=16, order=2, kt="cholesky", grid="quadratic", prediction="noise", stochasticity=0.0)
     direct, used = exponential_integrator(process, model, prior(process), **options)
     assert used == 16 and len(calls) == 1
     via_score, used = exponential_integrator(process, lambda z, t: score(z, t), prior(process), **options)
     assert used == 16
+    assert float(direct.abs().max()) > 0.1  # the network moves the samples (a zero network would hide errors)
+    torch.testing.assert_close(direct, via_score, rtol=1e-6, atol=1e-6)
+
+
+class DenoiserNoise:
+    """A NoisePredictingScore in gDDIM's K_t = R_t built from a nonlinear denoiser m(z, t): ε̂ = R_t⁻¹(z − φ_t m),
+    score −c_tᵀε̂. Its ε̂ has all k blocks, consistent with one x̂_0 = m, so the ε̂ route and the score route of
+    expint must agree; a wrong R, φ or x̂_0 in either route breaks the agreement."""
+
+    def __init__(self, process):
+        self.process, self.noise_factor, self.calls = process, NoiseFactor("gddim"), 0
+
+    def denoiser(self, z, t):
+        return torch.tanh(z.sum(1)) + 0.3 * z[:, 0] * t
+
+    def predict_noise(self, z, t):
+        self.calls += 1
+        r_inv, _, phi = tweedie_projection(self.process, t)
+        return apply_blocks(r_inv[0], z.to(F64) - torch.einsum("i,b...->bi...", phi[0], self.denoiser(z, t)))
+
+    def __call__(self, z, t):
+        c = self.noise_factor.score_rows(self.process, t)[0]
+        r_inv, _, phi = tweedie_projection(self.process, t)
+        eps = apply_blocks(r_inv[0], z.to(F64) - torch.einsum("i,b...->bi...", phi[0], self.denoiser(z, t)))
+        return -torch.einsum("i,bi...->b...", c, eps)
+
+
+@pytest.mark.parametrize("make", [cld, hold])
+def test_gddim_network_eps_and_score_routes_agree(make):
+    process = dataclasses.replace(make(), t_min=1e-3)
+    net = DenoiserNoise(process)
+    options = dict(nfe=12, order=3, kt="gddim", grid="quadratic", prediction="noise", stochasticity=0.0)
+    direct, used = exponential_integrator(process, net, prior(process), **options)
+    assert used == 12 and net.calls == 11  # every step from ε̂; the final denoising step from the score
+    via_score, _ = exponential_integrator(process, lambda z, t: net(z, t), prior(process), **options)
     torch.testing.assert_close(direct, via_score, rtol=1e-6, atol=1e-6)
 
 
@@ -212,8 +284,8 @@ def test_stochastic_steps_are_exact_in_law_for_point_mass_data(make, noise):
         z_T[:, :, None],
         nfe=3,
         order=2,
-        noise=noise,
-        kt="gddim",
+        stochasticity=noise,
+        prediction="data",
         grid="quadratic",
         denoise=False,
         generator=gen,
@@ -226,3 +298,90 @@ def test_stochastic_steps_are_exact_in_law_for_point_mass_data(make, noise):
     sample_cov = torch.cov(out.T)
     scale = torch.outer(target_cov.diagonal().sqrt(), target_cov.diagonal().sqrt())
     assert ((sample_cov - target_cov).abs() / scale < 5 * math.sqrt(2 / n)).all(), (sample_cov, target_cov)
+
+
+class LinearBlocks(torch.nn.Module):
+    """A fixed, nonzero network predicting ``blocks`` blocks of ε: ε̂ = tanh(W z) + t c (random W, c)."""
+
+    def __init__(self, order: int, blocks: int, dim: int = 2):
+        super().__init__()
+        gen = torch.Generator().manual_seed(7)
+        self.weight = torch.nn.Parameter(0.5 * torch.randn(blocks * dim, order * dim, generator=gen, dtype=F64))
+        self.shift = torch.nn.Parameter(torch.randn(blocks * dim, generator=gen, dtype=F64))
+
+    def forward(self, z_flat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = torch.tanh(z_flat.to(F64) @ self.weight.T) + t.to(F64)[:, None] * self.shift
+        return out.to(z_flat.dtype)
+
+
+def independent_step(process, t_next, t, lam=1.0):
+    """Ψ(t', s) e_k g(s) (module docstring of expint_stochastic) for λ = 1 from the core's kernel alone: the
+    Gaussian bridge Ψ(t', s) = Σ_{t'} Φ(τ_s − τ_{t'})ᵀ Σ_s⁻¹ and g(s) = b q (Σ_s⁻¹ e_k)·φ_s (no gDDIM factor)."""
+    Phi_lo, sigma_lo, _ = process.kernel(torch.tensor(t_next, dtype=F64))
+
+    def column(s):
+        Phi, sigma, _ = process.kernel(torch.tensor(s, dtype=F64))
+        p = torch.linalg.inv(sigma)[:, -1]
+        g = process.noise_scale * float(process.b(torch.tensor(s, dtype=F64))) * float(p @ Phi[:, 0])
+        back = process.transition(torch.tensor(t_next, dtype=F64), torch.tensor(s, dtype=F64))[0]
+        return (sigma_lo @ back.T @ p * g).numpy()
+
+    return column
+
+
+@pytest.mark.parametrize("make", [vp, cld, hold])
+def test_data_prediction_weights_match_an_independent_quadrature(make):
+    """Each weight V_j belongs to its node: Σ_j V_j node_j^m = ∫ Ψ(t', s) e_k g(s) s^m ds for every m below the
+    number of nodes (predictor: t_i, t_{i−1}, t_{i−2}; corrector: t_{i+1} first). Weights summing to the right
+    total but on the wrong nodes (all a point-mass test sees) fail the m ≥ 1 moments."""
+    process = make(t_min=0.05)
+    ts = time_grid(process, 6, "quadratic")
+    plan = expint_stochastic.data_prediction_steps(process, ts, 3, 1.0, lambda t: t, corrector=True)
+    for i in (2, 4):
+        column = independent_step(process, float(ts[i + 1]), float(ts[i]))
+        for name, nodes in (("V", ts[[i, i - 1, i - 2]]), ("V_corr", ts[[i + 1, i, i - 1, i - 2]])):
+            for m in range(len(nodes)):
+                exact, _ = quad_vec(lambda s: column(s) * s**m, float(ts[i + 1]), float(ts[i]), epsabs=0, epsrel=1e-11)
+                got = (plan[name][i] * (nodes**m)[:, None]).sum(0)
+                torch.testing.assert_close(got, torch.from_numpy(exact), rtol=1e-7, atol=1e-9 * abs(exact).max())
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+@pytest.mark.parametrize("make", [cld, hold])
+def test_closed_form_plan_matches_the_ode_plan(make, lam):
+    """λ ∈ {0, 1} use closed forms for Ψ, C and quadrature for V; the general-λ path integrates M(s) as an ODE.
+    Two independent routes to the same plan."""
+    process = make()
+    ts = time_grid(process, 12, "quadratic")
+    steps = expint_stochastic.StepIntervals(ts, 2, torch.log, corrector=True)
+    closed = expint_stochastic.closed_form_steps(process, steps, lam)
+    ode = expint_stochastic.ode_steps(process, steps, lam)
+    for name in closed:
+        scale = float(ode[name].abs().max())
+        torch.testing.assert_close(closed[name], ode[name], rtol=0, atol=1e-6 * scale + 1e-12, msg=name)
+
+
+@pytest.mark.parametrize("make, nfe", [(cld, 8), (hold, 32)])
+def test_stochastic_steps_on_gaussian_data_reach_the_exact_marginal(make, nfe):
+    """Non-degenerate data N(MEAN, STD²): x̂_0 varies along paths, so the polynomial matters. From the exact
+    marginal at t_max, order 3 + corrector with λ = 1 must land on the exact marginal at t_end (mean and
+    covariance within Monte Carlo error), and order 1 without the corrector at the same budget must not."""
+    process = dataclasses.replace(make(), t_min=0.1)
+    n = 40_000
+    mean_T, cov_T = marginal(process, process.t_max, MEAN, STD)
+    mean, cov = marginal(process, process.t_min, MEAN, STD)
+    errors = {}
+    for order, corrector in ((3, True), (1, False)):
+        gen = torch.Generator().manual_seed(11)
+        z_T = mean_T + torch.randn(n, process.order, dtype=F64, generator=gen) @ torch.linalg.cholesky(cov_T).T
+        out, _ = exponential_integrator(
+            process, score_fn(process, MEAN, STD), z_T[:, :, None], nfe=nfe, order=order, corrector=corrector,
+            stochasticity=1.0, prediction="data", grid="quadratic", denoise=False, generator=gen,
+        )  # fmt: skip
+        out = out[:, :, 0]
+        scale = cov.diagonal().sqrt()
+        mean_err = float(((out.mean(0) - mean).abs() / (scale / math.sqrt(n))).max())  # in standard errors
+        cov_err = float(((torch.cov(out.T) - cov).abs() / torch.outer(scale, scale)).max() / math.sqrt(2 / n))
+        errors[(order, corrector)] = (mean_err, cov_err)
+    assert max(errors[(3, True)]) < 5, errors
+    assert max(errors[(1, False)]) > 10, errors

@@ -62,7 +62,7 @@ def test_search_space_tunes_the_samplers_free_parameter():
         def suggest_float(self, name, low, high, log=False):
             self.params[name] = (low, high, log)
 
-    for sampler, key in (("pc", "sampler.snr"), ("ams", "sampler.snr"), ("expint", "sampler.noise")):
+    for sampler, key in (("pc", "sampler.snr"), ("ams", "sampler.snr"), ("expint", "sampler.stochasticity")):
         trial = Trial()
         search_space(compose_with_hydra("benchmark", f"sampler={sampler}"), trial)
         assert list(trial.params) == [key]

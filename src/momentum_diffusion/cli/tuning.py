@@ -1,8 +1,8 @@
 """Tuned baselines with ``hydra/sweeper=tune`` (Hydra's Optuna sweeper; the ``[tune]`` extra).
 
 ``search_space`` is the sweeper's ``custom_search_space``: it picks the free parameter of the sampler being
-tuned — ``sampler.snr`` for PC and AMS (log-uniform in [0.01, 0.6]), ``sampler.noise`` = λ for expint (uniform in
-[0, 1.5]) — so one sweeper config serves every sampler. ``objective`` turns a benchmark's / evaluation's rows
+tuned — ``sampler.snr`` for PC and AMS (log-uniform in [0.01, 0.6]), ``sampler.stochasticity`` = λ for expint
+(uniform in [0, 1]) — so one sweeper config serves every sampler. ``objective`` turns a benchmark's / evaluation's rows
 into the number Optuna minimises: the mean over the run's budgets of log10(metric) (non-finite = 1e9). A
 study is per NFE budget: run one per ``sampler.nfe`` (README, "Tuned baselines").
 """
@@ -14,7 +14,7 @@ import math
 TUNABLE = {
     "predictor_corrector": ("sampler.snr", 0.01, 0.6, True),
     "adaptive_momentum": ("sampler.snr", 0.01, 0.6, True),
-    "exponential_integrator": ("sampler.noise", 0.0, 1.5, False),
+    "exponential_integrator": ("sampler.stochasticity", 0.0, 1.0, False),
 }
 
 
@@ -23,7 +23,7 @@ def search_space(cfg, trial) -> None:
     name = target.rsplit(".", 1)[-1]
     if name not in TUNABLE:
         raise ValueError(
-            f"hydra/sweeper=optuna tunes pc / ams (sampler.snr) and expint (sampler.noise = λ); "
+            f"hydra/sweeper=optuna tunes pc / ams (sampler.snr) and expint (sampler.stochasticity = λ); "
             f"{target} has no tuned parameter"
         )
     key, low, high, log = TUNABLE[name]

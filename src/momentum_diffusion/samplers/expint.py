@@ -70,10 +70,23 @@ from .base import (
     steps_for_budget,
     time_grid,
 )
-from .expint_stochastic import stochastic_steps
+from .expint_stochastic import data_prediction_steps
 
 F64 = torch.float64
 EXTRAPOLATION = ("t", "tau", "log_t")
+PREDICTIONS = ("noise", "data")
+# The one place expint's defaults live (conf/sampler/expint.yaml leaves these null); docs/fast_sampling.md
+# has the measurements behind them.
+DEFAULTS = {
+    "order": 3,
+    "stochasticity": 0.0,
+    "prediction": "noise",
+    "corrector": True,
+    "kt": "gddim",
+    "grid": "quadratic",
+    "extrapolate": "t",
+    "denoise": True,
+}
 
 
 class CholeskyNoise:
@@ -171,51 +184,69 @@ def step_coefficients(process, param, t: float, t_next: float, history: torch.Te
     return coeffs
 
 
-def integrator_plan(process, ts: torch.Tensor, order: int, noise: float, kt: str, extrapolate: str) -> dict:
+def integrator_plan(process, ts: torch.Tensor, options: dict) -> dict:
     """Per-step coefficients for a grid, stacked over steps (host float64, cached per grid), with
     Adams–Bashforth warm-up (orders 1, 2, … on the first steps; the unused history weights are zero):
-    deterministic ε-steps for λ = 0, stochastic x̂_0-steps (expint_stochastic.py) for λ > 0."""
-    variable = {"t": lambda t: t, "tau": process.tau, "log_t": torch.log}[extrapolate]
+    ε-steps (``W``, and ``W_corr`` for the corrector) for prediction 'noise', x̂_0-steps (expint_stochastic.py)
+    for prediction 'data'."""
+    order, lam, corrector = options["order"], options["stochasticity"], options["corrector"]
+    variable = {"t": lambda t: t, "tau": process.tau, "log_t": torch.log}[options["extrapolate"]]
 
     def build():
-        if noise > 0:  # all steps in one batched solve; x̂_0 = E[x_0|z] at each grid time
-            plan = stochastic_steps(process, ts, order, noise, variable)
+        if options["prediction"] == "data":  # all steps in one batched evaluation; x̂_0 = E[x_0|z]
+            plan = data_prediction_steps(process, ts, order, lam, variable, corrector)
             plan["r_inv"], plan["p"], plan["phi"] = tweedie_projection(process, ts[:-1])
             return plan
+        param = noise_parametrisation(process, options["kt"])
         steps = []
         for i in range(len(ts) - 1):
-            history = ts[max(0, i + 1 - order) : i + 1].flip(0)  # t_i, t_{i−1}, …
-            steps.append(step_coefficients(process, param, float(ts[i]), float(ts[i + 1]), history, variable))
-        plan = {name: stack_padded([step[name] for step in steps], order) for name in steps[0]}
+            history = ts[max(0, i + 1 - order) : i + 2].flip(0)  # t_{i+1}, t_i, t_{i−1}, …
+            t, t_next = float(ts[i]), float(ts[i + 1])
+            steps.append(step_coefficients(process, param, t, t_next, history[1:], variable))
+            if corrector:
+                steps[-1]["W_corr"] = step_coefficients(process, param, t, t_next, history, variable)["W"]
+        plan = {name: stack_padded([step[name] for step in steps]) for name in steps[0]}
         plan.update(param.step_constants(ts[:-1]))
         return plan
 
-    param = noise_parametrisation(process, kt) if noise == 0 else None
-    key = ("plan", process_key(process), tuple(ts.tolist()), order, float(noise), kt, extrapolate)
+    key = ("plan", process_key(process), tuple(ts.tolist()), tuple(sorted(options.items())))
     return cached(key, build)
 
 
-def stack_padded(values: list[torch.Tensor], order: int) -> torch.Tensor:
-    """Stack per-step tensors; history weights (``W``, ``V``: p ≤ order rows) are zero-padded to ``order``."""
-    first = values[0]
-    if all(v.shape == first.shape for v in values):
+def stack_padded(values: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-step tensors; history weights (fewer rows on the first steps) are zero-padded."""
+    rows = max(v.shape[0] for v in values)
+    if all(v.shape == values[0].shape for v in values):
         return torch.stack(values)
-    out = first.new_zeros((len(values), order, *first.shape[1:]))
+    out = values[0].new_zeros((len(values), rows, *values[0].shape[1:]))
     for i, v in enumerate(values):
         out[i, : v.shape[0]] = v
     return out
 
 
-def check_options(order, noise, kt, extrapolate) -> None:
+def resolve_options(options: dict) -> dict:
+    """The sampler's options with every None replaced by its default (``DEFAULTS``), checked."""
+    options = {name: DEFAULTS[name] if value is None else value for name, value in options.items()}
+    order, lam = options["order"], options["stochasticity"]
     if isinstance(order, bool) or order not in (1, 2, 3):
         raise SamplerConfigError(f"sampler.order must be 1, 2 or 3, got {order!r}")
-    if not 0.0 <= float(noise) <= 1.0:
-        raise SamplerConfigError(f"sampler.noise (λ) must lie in [0, 1], got {noise!r}")
-    NoiseFactor.of(kt, "sampler.kt")
-    check_choice("sampler.extrapolate", extrapolate, EXTRAPOLATION, SamplerConfigError)
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+        raise SamplerConfigError(f"sampler.stochasticity (λ) must lie in [0, 1], got {lam!r}")
+    options["stochasticity"] = float(lam)
+    options["kt"] = NoiseFactor.of(options["kt"], "sampler.kt").kind
+    check_choice("sampler.extrapolate", options["extrapolate"], EXTRAPOLATION, SamplerConfigError)
+    check_choice("sampler.prediction", options["prediction"], PREDICTIONS, SamplerConfigError)
+    if options["prediction"] == "noise" and lam > 0:
+        raise SamplerConfigError(
+            "sampler.prediction=noise needs sampler.stochasticity=0: ε-steps with λ > 0 diverge at low NFE "
+            "(docs/fast_sampling.md); use prediction=data"
+        )
+    if not isinstance(options["corrector"], bool):
+        raise SamplerConfigError(f"sampler.corrector must be true or false, got {options['corrector']!r}")
+    return options
 
 
-@sampler("expint")
+@sampler("expint", retired={"noise": "its λ is sampler.stochasticity"})
 @torch.no_grad()
 def exponential_integrator(
     process,
@@ -224,55 +255,115 @@ def exponential_integrator(
     *,
     nfe: int,
     generator=None,
-    order: int = 2,
-    noise: float = 0.0,
-    kt: str = "gddim",
-    grid: str = "logsnr",
-    denoise: bool | str = True,
-    extrapolate: str = "t",
+    order: int | None = None,
+    stochasticity: float | None = None,
+    prediction: str | None = None,
+    corrector: bool | None = None,
+    kt: str | None = None,
+    grid: str | None = None,
+    extrapolate: str | None = None,
+    denoise: bool | str | None = None,
 ):
-    """Exponential integrator with multistep ε extrapolation (gDDIM / DEIS-style), 1 NFE per step.
+    """Exponential integrator with multistep extrapolation (gDDIM / DEIS / DPM-Solver++-style), 1 NFE per step.
 
-    ``order`` 1–3: Adams–Bashforth order of the ε polynomial (lower orders on the first steps);
-    ``noise`` λ ∈ [0, 1]: 0 = probability-flow ODE (deterministic), 1 = reverse SDE;
-    ``kt``: 'cholesky' or 'gddim' (see the module docstring); ``extrapolate``: polynomial in 't', 'tau' or
-    'log_t'. λ > 0 steps extrapolate x̂_0 and ignore ``kt`` (expint_stochastic.py).
-    If ``score_fn`` is a ScoreModel trained with the same K_t, its predicted ε is used directly;
-    otherwise ε is computed from the score.
+    ``order`` 1–3: order of the extrapolation polynomial (lower orders on the first steps);
+    ``stochasticity`` λ ∈ [0, 1]: 0 = probability-flow ODE, 1 = reverse SDE;
+    ``prediction``: 'noise' (extrapolate ε in K_t = ``kt``; λ = 0 only) or 'data' (extrapolate x̂_0 = E[x_0|z]);
+    ``corrector``: UniPC-style correction of every step with the next evaluation (no extra NFE, one order up);
+    ``extrapolate``: polynomial in 't', 'tau' or 'log_t'; ``grid``, ``denoise``: as every sampler (base.py).
+    None takes the default (``DEFAULTS``, the one place defaults live; conf/sampler/expint.yaml leaves them null).
+    If ``score_fn`` predicts ε in the same K_t (a ScoreModel), the noise form uses its ε̂ directly.
     """
-    check_options(order, noise, kt, extrapolate)
+    options = resolve_options(
+        dict(order=order, stochasticity=stochasticity, prediction=prediction, corrector=corrector, kt=kt,
+             grid=grid, extrapolate=extrapolate, denoise=denoise)
+    )  # fmt: skip
     score = CountingScore(score_fn)
-    own_noise = predicted_noise(score_fn, NoiseFactor.of(kt)) if noise == 0 else None
-    direct = CountingScore(own_noise) if own_noise is not None else None
-    n = steps_for_budget(check_nfe(nfe), 1, denoise)
-    ts = time_grid(process, n, grid)
-    param = noise_parametrisation(process, kt) if noise == 0 else None
+    n = steps_for_budget(check_nfe(nfe), 1, options["denoise"])
+    ts = time_grid(process, n, options["grid"])
     ref = prior_z.new_empty((), dtype=F64)  # the device (and float64) every plan tensor moves to, once
-    plan = {
-        name: like(value, ref) for name, value in integrator_plan(process, ts, order, noise, kt, extrapolate).items()
-    }
-    z, history = prior_z, []
-    for i in range(n):
-        t, step = float(ts[i]), {name: value[i] for name, value in plan.items()}
-        if noise > 0:  # z' = Ψ z + Σ_j V_j x̂_0,j + C^{1/2} ξ
-            projection = (step["r_inv"], step["p"], step["phi"])
-            history = [data_posterior_mean(process, z, score(z, t), t, projection)] + history[: order - 1]
-            z_next = apply_blocks(step["Psi"], z.to(F64)) + apply_blocks(step["root"], noise_like(z, generator).to(F64))
-            for V_j, x0_j in zip(step["V"], history):
-                z_next = z_next + spread_blocks(V_j, x0_j)
-            z = z_next.to(prior_z.dtype)
-            continue
-        eps, x0 = param.from_network(z, direct(z, t), step) if direct else param.to_eps(z, score(z, t), step)
-        history = [eps] + history[: order - 1]
-        if x0 is None:  # z' = Φ z + Σ_j W_j ε_j
-            z_next = apply_blocks(step["Phi"], z.to(F64))
-            for W_j, eps_j in zip(step["W"], history):
-                z_next = z_next + apply_blocks(W_j, eps_j)
-        else:  # same update, written as z' = φ' x̂_0 + R' ε_0 + Σ_{j≥1} W_j (ε_j − ε_0)
-            z_next = spread_blocks(step["phi_next"], x0) + apply_blocks(step["base"], eps)
-            for W_j, eps_j in zip(step["W"][1:], history[1:]):
-                z_next = z_next + apply_blocks(W_j, eps_j - eps)
-        z = z_next.to(prior_z.dtype)
-    if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]), denoise)
-    return z, score.count + (direct.count if direct else 0)
+    plan = {name: like(value, ref) for name, value in integrator_plan(process, ts, options).items()}
+    steps = [{name: value[i] for name, value in plan.items()} for i in range(n)]
+    if options["prediction"] == "data":
+        z = data_prediction_loop(process, score, prior_z, ts, steps, options, generator)
+        extra = 0
+    else:
+        own = predicted_noise(score_fn, NoiseFactor.of(options["kt"]))
+        direct = CountingScore(own) if own is not None else None
+        param = noise_parametrisation(process, options["kt"])
+
+        def evaluate(z, i, step):
+            t = float(ts[i])
+            return param.from_network(z, direct(z, t), step) if direct else param.to_eps(z, score(z, t), step)
+
+        z = noise_prediction_loop(evaluate, prior_z, steps, options)
+        extra = direct.count if direct else 0
+    if options["denoise"]:
+        z = final_denoise(process, score, z, float(ts[-1]), options["denoise"])
+    return z, score.count + extra
+
+
+def noise_prediction_loop(evaluate, z, steps: list[dict], options: dict) -> torch.Tensor:
+    """ε-steps z' = Φ z + Σ_j W_j ε_j. With the corrector, once ε_i is known at the predicted z_i, step i − 1 is
+    redone through it (``W_corr``); the next step starts from the corrected state z_i + offset, and ε_i (taken
+    at the predicted state, UniPC's choice) is not re-evaluated."""
+    order, dtype = options["order"], z.dtype
+    history, last, offset = [], None, None  # ε at t_i, t_{i−1}, …; the previous step for the corrector
+    for i, step in enumerate(steps):
+        eps, x0 = evaluate(z, i, step)
+        z = z.to(F64)
+        if last is not None:
+            corrected = eps_update(last["step"], last["step"]["W_corr"], [eps, *last["history"]], ref=1, **last["at"])
+            offset = corrected - z
+        history = [eps, *history[: order - 1]]
+        at = {"z": z, "offset": offset, "x0": x0}
+        z_next = eps_update(step, step["W"], history, ref=0, **at)
+        if options["corrector"] and i + 1 < len(steps):  # no evaluation follows the last step
+            last = {"step": step, "history": history, "at": at}
+        z = z_next.to(dtype)
+    return z
+
+
+def eps_update(step, W, eps, ref: int, z, offset, x0) -> torch.Tensor:
+    """z' = Φ (z + offset) + Σ_j W_j ε_j, ε_ref evaluated at z (offset: the corrector's change, or None).
+    With gDDIM's K_t (x0 = E[x_0|z] given) it is evaluated as φ' x̂_0 + R' ε_ref + Σ_j W_j (ε_j − ε_ref), algebraically
+    equal for offset = 0 (ΦR + Σ_j W_j = R', the point-mass flow) and free of the cancellation of Φ z against W ε
+    over long steps; the offset enters as a change of ε_ref (R' R⁻¹ offset), so it is carried by the flow."""
+    if x0 is None:
+        out = apply_blocks(step["Phi"], z if offset is None else z + offset)
+        for W_j, eps_j in zip(W, eps):
+            out = out + apply_blocks(W_j, eps_j)
+        return out
+    out = spread_blocks(step["phi_next"], x0) + apply_blocks(step["base"], eps[ref])
+    if offset is not None:  # carried as a change of ε (R' R⁻¹): Φ would amplify it like exp(|A| Δτ) (CLD/HOLD)
+        out = out + apply_blocks(step["base"], apply_blocks(step["r_inv"], offset))
+    for j, (W_j, eps_j) in enumerate(zip(W, eps)):
+        if j != ref:
+            out = out + apply_blocks(W_j, eps_j - eps[ref])
+    return out
+
+
+def data_prediction_loop(process, score, z, ts, steps: list[dict], options: dict, generator) -> torch.Tensor:
+    """x̂_0-steps z' = Ψ z + Σ_j V_j x̂_0,j + C^{1/2} ξ, with the corrector redoing step i − 1 (same ξ) once
+    x̂_0 at t_i is known."""
+    order, dtype = options["order"], z.dtype
+    history, last = [], None
+    for i, step in enumerate(steps):
+        projection = (step["r_inv"], step["p"], step["phi"])
+        x0 = data_posterior_mean(process, z, score(z, float(ts[i])), float(ts[i]), projection)
+        xi = noise_like(z, generator).to(F64)
+        if last is not None:
+            z = x0_update(last["step"], last["step"]["V_corr"], [x0, *last["history"]], last["z"], last["xi"])
+        history = [x0, *history[: order - 1]]
+        z_next = x0_update(step, step["V"], history, z.to(F64), xi)
+        if options["corrector"] and i + 1 < len(steps):
+            last = {"step": step, "history": history, "z": z.to(F64), "xi": xi}
+        z = z_next.to(dtype)
+    return z
+
+
+def x0_update(step, V, x0s, z, xi) -> torch.Tensor:
+    out = apply_blocks(step["Psi"], z) + apply_blocks(step["root"], xi)
+    for V_j, x0_j in zip(V, x0s):
+        out = out + spread_blocks(V_j, x0_j)
+    return out

@@ -1,4 +1,4 @@
-"""Stochastic exponential-integrator steps (λ > 0) of ``sampler=expint``, in the data prediction x̂_0 = E[x_0|z].
+"""Data-prediction steps of ``sampler=expint`` (λ > 0), in x̂_0 = E[x_0|z]: the plan (per-step weights) for a grid.
 
 With the phase-space Tweedie form of the noised-block score, s = −p_tᵀ(z − φ_t x̂_0) (p_t the last row of Σ_t⁻¹,
 φ_t = Φ(τ_t) e_1; processes/noise_factor.py), the reverse dynamics of expint.py are linear in z with an
@@ -9,17 +9,25 @@ x̂_0 forcing term:
 A step t → t' < t replaces x̂_0 by its Lagrange polynomial through the last values and solves the rest
 exactly:  z' = Ψ z + Σ_j V_j x̂_0,j + C^{1/2} ξ,  with Ψ = Ψ(t', t) the transition of M,
 
-    V_j = ∫_{t'}^{t} Ψ(t', s) e_k ½(1 + λ²) b q (p_sᵀφ_s) ℓ_j(s) ds,
+    V_j = ∫_{t'}^{t} Ψ(t', s) e_k g(s) ℓ_j(s) ds,   g(s) = ½(1 + λ²) b q p_sᵀφ_s,
     C = ∫_{t'}^{t} λ² b q Ψ(t', s) e_k e_kᵀ Ψ(t', s)ᵀ ds.
 
-For point-mass data x̂_0 is constant, so the step is exact in law for every λ and step size. Extrapolating
-ε instead (the deterministic path) is not: with λ > 0 the injected noise makes ε relax at a rate ~λ² b q
-(Σ_t⁻¹)_kk, unbounded near t = 0, and ε-steps diverged below ~50 NFE on CLD/HOLD (measured). At λ = 0,
-Ψ(t', t) = R_{t'} R_t⁻¹ (gDDIM). Ψ(t', s), V and C are integrated together in s from t' to t
-(∂_s Ψ(t', s) = −Ψ(t', s) M(s), Ψ(t', t') = I), DOP853 in log s, rtol 1e-11 — for all steps of a grid in one
-solve: each step's interval is mapped onto r ∈ [0, 1] (log s = log t' + r log(t/t')), so the right-hand side
-is evaluated for every step at once in batched float64 tensor algebra (the plan for 1000 steps costs about
-what one step cost when solved alone).
+For point-mass data x̂_0 is constant, so the step is exact in law for every λ and step size. (Extrapolating ε
+instead diverged below ~50 NFE on CLD/HOLD for λ > 0: the injected noise makes ε relax at a rate ~λ² b q
+(Σ_t⁻¹)_kk, unbounded near t = 0.)
+
+**Corrector** (UniPC-style, Zhao et al. 2023, arXiv 2302.04867, §3.2, in phase space): once x̂_0 is known at
+t' (the evaluation the next step needs anyway), the same step is redone with the polynomial through t' and
+the previous nodes, one order higher and with no extra NFE: weights ``V_corr`` (n, order + 1, k); Ψ, C and
+the noise ξ are the predictor's.
+
+**λ = 1 in closed form.** For point-mass data the reverse SDE reproduces the forward bridge, so Ψ is the
+Gaussian regression of z_{t'} on z_t: Ψ(t', s) = Σ_{t'} Φ(τ_s − τ_{t'})ᵀ Σ_s⁻¹ and C = Σ_{t'} − Ψ Σ_t Ψᵀ. With
+Σ = R Rᵀ (the gDDIM factor) this is Ψ = R_{t'} U R_s⁻¹, U = (R_s⁻¹ Φ(τ_s − τ_{t'}) R_{t'})ᵀ, and
+C = R_{t'}(I − U Uᵀ)R_{t'}ᵀ, which keeps the nearly singular Σ_{t'} near t_min out of the subtraction.
+Only V needs quadrature: Gauss–Legendre in log s, all steps of the grid in one batched float64 evaluation.
+Other λ ∈ (0, 1) integrate Ψ, V, C as an ODE in s (DOP853, rtol 1e-11), also batched over all steps: each
+step's interval is mapped onto r ∈ [0, 1] (log s = log t' + r log(t/t')).
 """
 
 from __future__ import annotations
@@ -29,45 +37,123 @@ from scipy.integrate import solve_ivp
 
 from ..processes.core import psd_sqrt
 from ..processes.noise_factor import gddim_factor
-from ..processes.quadrature import lagrange_basis
+from ..processes.quadrature import integrate, lagrange_basis
 
 F64 = torch.float64
 
 
-def stochastic_steps(process, ts: torch.Tensor, order: int, noise: float, variable) -> dict[str, torch.Tensor]:
-    """Ψ (n, k, k), V (n, order, k) and the PSD root of C (n, k, k) for the n steps of the grid ``ts``
-    (descending), x̂_0 known at the last ≤ ``order`` grid times (fewer on the first steps: zero rows of V)."""
-    k, q, lam2, n = process.order, process.noise_scale, noise**2, len(ts) - 1
+class StepIntervals:
+    """The n steps t_i → t_{i+1} of a descending grid, each mapped onto r ∈ [0, 1] in log s, with the Lagrange
+    nodes of the predictor (t_i, t_{i−1}, …; ``order`` of them) and of the corrector (t_{i+1} first, order + 1)."""
+
+    def __init__(self, ts: torch.Tensor, order: int, variable, corrector: bool):
+        n = len(ts) - 1
+        self.n, self.hi, self.lo, self.variable = n, ts[:-1], ts[1:], variable
+        self.log_lo, self.log_len = torch.log(self.lo), torch.log(self.hi / self.lo)
+        self.nodes = [self._nodes(ts, torch.arange(n), order)]
+        if corrector:
+            self.nodes.append(self._nodes(ts, torch.arange(1, n + 1), order + 1))
+
+    @staticmethod
+    def _nodes(ts, first, count):
+        index = first[:, None] - torch.arange(count)[None, :]
+        return ts[index.clamp_min(0)], index >= 0  # (n, count) times and which of them exist yet
+
+    def s(self, r: torch.Tensor) -> torch.Tensor:
+        """s at the points r (m,) of every step: (n, m)."""
+        return torch.exp(self.log_lo[:, None] + r[None, :] * self.log_len[:, None])
+
+    def weights(self, s: torch.Tensor) -> list[torch.Tensor]:
+        """ℓ_j(s) · ds/dr of each node set at s (n, m): [(n, m, p)]."""
+        rate = (s * self.log_len[:, None])[..., None]
+        out = []
+        for times, valid in self.nodes:
+            out.append(lagrange_basis(self.variable(times), self.variable(s), valid) * rate)
+        return out
+
+
+def data_prediction_steps(process, ts, order: int, lam: float, variable, corrector: bool = False) -> dict:
+    """Ψ (n, k, k), V (n, order, k), V_corr (n, order + 1, k) if ``corrector`` and the PSD root of C (n, k, k)
+    for the n steps of the grid ``ts`` (descending); unused history weights (first steps) are zero."""
+    steps = StepIntervals(ts, order, variable, corrector)
+    if lam in (0.0, 1.0):
+        return closed_form_steps(process, steps, lam)
+    return ode_steps(process, steps, lam)
+
+
+def forcing(process, s: torch.Tensor, lam2: float):
+    """R_s⁻¹, p_s (last row of Σ_s⁻¹) and g(s) = ½(1 + λ²) b q p_sᵀφ_s at times s of any shape. Σ⁻¹ = R⁻ᵀR⁻¹
+    (accurate near t_min), and p_sᵀφ_s = (R⁻¹e_k)·(R⁻¹φ_s) avoids forming the huge p_s there."""
+    shape, k = s.shape, process.order
+    flat = s.reshape(-1)
+    r_inv = torch.linalg.inv(gddim_factor(process).factor(flat))
+    phi = torch.linalg.matrix_exp(process.tau(flat)[:, None, None] * process.sde.A)[:, :, 0]
+    w = r_inv[:, :, -1]
+    p = torch.einsum("ni,nij->nj", w, r_inv)
+    g = 0.5 * (1 + lam2) * process.noise_scale * process.b(flat) * (w * (r_inv @ phi[:, :, None])[:, :, 0]).sum(-1)
+    return r_inv.reshape(*shape, k, k), p.reshape(*shape, k), g.reshape(shape)
+
+
+def closed_form_steps(process, steps: StepIntervals, lam: float) -> dict:
+    """λ = 1 (the bridge) or λ = 0 (Ψ = R_{t'} R_s⁻¹, C = 0): Ψ and C in closed form (module docstring),
+    V by batched Gauss–Legendre in r."""
+    A, tau = process.sde.A, process.tau
+    R_lo = gddim_factor(process).factor(steps.lo)  # (n, k, k)
+
+    def column(s):  # Ψ(t', s) e_k = R_{t'} U R_s⁻¹ e_k, (n, m, k)
+        r_inv, _, g = forcing(process, s, lam**2)
+        w = r_inv[..., :, -1]
+        if lam == 1.0:  # U = (R_s⁻¹ Φ(τ_s − τ_{t'}) R_{t'})ᵀ, bounded: ‖U‖ ≤ 1
+            forward = torch.linalg.matrix_exp((tau(s) - tau(steps.lo)[:, None])[..., None, None] * A)
+            w = torch.einsum("nmij,nmi->nmj", r_inv @ forward @ R_lo[:, None], w)
+        return torch.einsum("nij,nmj->nmi", R_lo, w), g
+
+    def integrand(r):  # (m, n, sets·p, k): every node set's weights at once
+        s = steps.s(r)
+        col, g = column(s)
+        ell = torch.cat(steps.weights(s), dim=-1) * g[..., None]
+        return torch.einsum("nmp,nmi->mnpi", ell, col)
+
+    # floor: near t_min the HOLD factor has cond(R) ~ 1e12, and extrapolating steps (huge, cancelling weights)
+    # then carry ~1e-7 relative roundoff, as the ODE path does
+    V = integrate(integrand, [0.0, 1.0], n=12, floor_rtol=1e-5)
+    r_inv_hi = torch.linalg.inv(gddim_factor(process).factor(steps.hi))
+    eye = torch.eye(process.order, dtype=F64)
+    U = eye if lam == 0.0 else (r_inv_hi @ process.transition(steps.lo, steps.hi)[0] @ R_lo).mT
+    C = R_lo @ (eye - U @ U.mT) @ R_lo.mT  # zero for λ = 0
+    return {"Psi": R_lo @ U @ r_inv_hi, "root": psd_sqrt(C), **split_weights(V, steps)}
+
+
+def split_weights(V: torch.Tensor, steps: StepIntervals) -> dict:
+    sizes = [times.shape[1] for times, _ in steps.nodes]
+    parts = V.split(sizes, dim=1)
+    return {"V": parts[0], **({"V_corr": parts[1]} if len(parts) > 1 else {})}
+
+
+def ode_steps(process, steps: StepIntervals, lam: float) -> dict:
+    """Any λ: Ψ(t', s), V and C integrated together in r (∂_s Ψ(t', s) = −Ψ(t', s) M(s), Ψ(t', t') = I)."""
+    k, q, lam2, n = process.order, process.noise_scale, lam**2, steps.n
     A, e_k = process.sde.A, torch.eye(k, dtype=F64)[-1]
-    factor = gddim_factor(process)
-    t_hi, t_lo = ts[:-1], ts[1:]
-    log_lo, log_len = torch.log(t_lo), torch.log(t_hi / t_lo)
-    index = torch.arange(n)[:, None] - torch.arange(order)[None, :]  # history t_i, t_{i−1}, …
-    valid = index >= 0
-    nodes = variable(ts[index.clamp_min(0)])  # (n, order)
-    split = [k * k, order * k, k * k]
+    sizes = [times.shape[1] for times, _ in steps.nodes]
+    split = [k * k, sum(sizes) * k, k * k]
 
     def rhs(r, y):
-        s = torch.exp(log_lo + r * log_len)  # (n,)
-        r_inv = torch.linalg.inv(factor.factor(s))
-        p = torch.einsum("ni,nij->nj", r_inv[:, :, -1], r_inv)  # last row of Σ⁻¹ = R⁻ᵀR⁻¹
-        phi = torch.linalg.matrix_exp(process.tau(s)[:, None, None] * A)[:, :, 0]
-        b = process.b(s)
+        s = steps.s(torch.tensor([r], dtype=F64))  # (n, 1)
+        _, p, g = forcing(process, s, lam2)
+        b, p, g, s = process.b(s[:, 0]), p[:, 0], g[:, 0], s[:, 0]
         M = b[:, None, None] * A + (0.5 * (1 + lam2) * q * b)[:, None, None] * e_k[:, None] * p[:, None, :]
-        Psi, _, _ = torch.from_numpy(y).reshape(n, -1).split(split, dim=1)
-        Psi = Psi.reshape(n, k, k)
+        Psi = torch.from_numpy(y).reshape(n, -1)[:, : k * k].reshape(n, k, k)
         col = Psi[:, :, -1]
-        ell = lagrange_basis(nodes, variable(s)[:, None], valid)[:, 0]  # (n, order)
-        dV = ell[:, :, None] * col[:, None, :] * (0.5 * (1 + lam2) * q * b * (p * phi).sum(-1))[:, None, None]
-        dC = (lam2 * q * b)[:, None, None] * col[:, :, None] * col[:, None, :]
-        rate = (s * log_len)[:, None]  # d(log s)/dr · ds/d(log s)
-        out = torch.cat([(-Psi @ M).reshape(n, -1), dV.reshape(n, -1), dC.reshape(n, -1)], dim=1) * rate
+        ell = torch.cat(steps.weights(s[:, None]), dim=-1)[:, 0]  # (n, sets·p), ds/dr included
+        rate = (s * steps.log_len)[:, None, None]
+        dV = ell[:, :, None] * col[:, None, :] * g[:, None, None]
+        dC = (lam2 * q * b)[:, None, None] * col[:, :, None] * col[:, None, :] * rate
+        out = torch.cat([(-Psi @ M * rate).reshape(n, -1), dV.reshape(n, -1), dC.reshape(n, -1)], dim=1)
         return out.reshape(-1).numpy()
 
     y0 = torch.cat([torch.eye(k, dtype=F64).reshape(1, -1).expand(n, -1), torch.zeros(n, sum(split[1:]), dtype=F64)], 1)
     sol = solve_ivp(rhs, (0.0, 1.0), y0.reshape(-1).numpy(), method="DOP853", rtol=1e-11, atol=1e-14)
     if not sol.success:
-        raise RuntimeError(f"stochastic expint plan: ODE solve failed ({sol.message})")
+        raise RuntimeError(f"expint data-prediction plan: ODE solve failed ({sol.message})")
     Psi, V, C = torch.from_numpy(sol.y[:, -1].copy()).reshape(n, -1).split(split, dim=1)
-    C = C.reshape(n, k, k)
-    return {"Psi": Psi.reshape(n, k, k), "V": V.reshape(n, order, k), "root": psd_sqrt(0.5 * (C + C.transpose(-1, -2)))}
+    return {"Psi": Psi.reshape(n, k, k), "root": psd_sqrt(C.reshape(n, k, k)), **split_weights(V.reshape(n, -1, k), steps)}
