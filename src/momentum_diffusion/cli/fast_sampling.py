@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 
 from ..exact.gmm import load_gmm
+from ..reports.benchmark_grid import STANDARD_NFE, build, bundled_specs
 from ..samplers import configure, valid_samplers
 from ..tables import read_rows, write_rows
 from .benchmark import benchmark_floors, run_benchmark
-from .benchmark_grid import STANDARD_NFE, build, bundled_specs
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ def both(strict, noisy, ode=False, speedup=True) -> str:
 
 def config_order(rows: list[dict]) -> list[str]:
     labels = {r["config"] for r in rows}
-    order = ["em", "pc", "sscs", "lie_trotter", "ams", "ode-dopri5"] + [c[0] for c in sampler_configs("vp")[4:]]
+    expint = [label for label, name, _ in sampler_configs("vp") if name == "expint"]
+    order = ["em", "pc", "sscs", "lie_trotter", "ams", "ode-dopri5", *expint]
     return [lbl for lbl in order if lbl in labels]
 
 
