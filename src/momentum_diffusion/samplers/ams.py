@@ -45,16 +45,7 @@ from dataclasses import dataclass
 import torch
 
 from ..choices import check_choice
-from .base import (
-    CountingScore,
-    SamplerConfigError,
-    check_nfe,
-    final_denoise,
-    noise_like,
-    sampler,
-    steps_for_budget,
-    time_grid,
-)
+from .base import FixedStepRun, SamplerConfigError, noise_like, sampler
 from .pc import PredictorPlan, langevin_step_size, norm, resolve_predictor
 
 BETA_CLIP = 1e-4  # β ≤ 1 − BETA_CLIP (the reference code's eps); not a tunable option
@@ -237,9 +228,8 @@ def adaptive_momentum(
         )
     plain_parts = () if adjacency_momentum else (1,)
     predictor = resolve_predictor(process, predictor)
-    score = CountingScore(score_fn)
-    n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
-    ts = time_grid(process, n, grid)
+    run = FixedStepRun(process, score_fn, nfe, 1 + n_corrector, denoise, grid)
+    score, ts, n = run.score, run.ts, run.n
     plan = PredictorPlan(process, predictor, process.tau(ts)).to(prior_z)
     z = prior_z.clone()
     state = MomentumState() if parts is None else [MomentumState() for _ in parts]
@@ -263,6 +253,4 @@ def adaptive_momentum(
             rule=rule,
         )
         z = plan.step(i, z, score(z, t), generator)
-    if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]), denoise)
-    return z, score.count
+    return run.finish(z)

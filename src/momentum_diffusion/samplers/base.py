@@ -209,3 +209,21 @@ def steps_for_budget(nfe: int, per_step: int, denoise: bool) -> int:
             + (" and the final denoising step 1 more" if denoise is not False else "")
         )
     return n
+
+
+class FixedStepRun:
+    """What every fixed-step sampler does around its loop: count NFE, fit the steps into the budget ``nfe``
+    (``per_step`` NFE each, plus the final denoising step), lay out the time grid, and finish with the
+    optional denoising step (``sampler.denoise``)."""
+
+    def __init__(self, process: Process, score_fn: ScoreFn, nfe, per_step: int, denoise, grid: str):
+        self.process, self.denoise = process, denoise
+        self.score = CountingScore(score_fn)
+        self.n = steps_for_budget(check_nfe(nfe), per_step, denoise)
+        self.ts = time_grid(process, self.n, grid)
+
+    def finish(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(samples, NFE used) after the last step."""
+        if self.denoise:
+            z = final_denoise(self.process, self.score, z, float(self.ts[-1]), self.denoise)
+        return z, self.score.count

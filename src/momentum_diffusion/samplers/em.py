@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import (
-    CountingScore,
-    check_nfe,
-    final_denoise,
-    noise_like,
-    sampler,
-    steps_for_budget,
-    time_grid,
-)
+from .base import FixedStepRun, noise_like, sampler
 
 
 def euler_maruyama_step(process, z, s, dtau: float, generator):
@@ -31,14 +23,10 @@ def euler_maruyama(
 
     Using the exact integral of b (not b(t)·h) keeps the step consistent for time-varying schedules.
     """
-    score = CountingScore(score_fn)
-    n = steps_for_budget(check_nfe(nfe), 1, denoise)
-    ts = time_grid(process, n, grid)
-    taus = process.tau(ts)
+    run = FixedStepRun(process, score_fn, nfe, 1, denoise, grid)
+    ts, taus = run.ts, process.tau(run.ts)
     z = prior_z
-    for i in range(n):
+    for i in range(run.n):
         dtau = float(taus[i] - taus[i + 1])
-        z = euler_maruyama_step(process, z, score(z, float(ts[i])), dtau, generator)
-    if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]), denoise)
-    return z, score.count
+        z = euler_maruyama_step(process, z, run.score(z, float(ts[i])), dtau, generator)
+    return run.finish(z)

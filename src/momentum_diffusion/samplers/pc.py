@@ -10,16 +10,7 @@ import torch
 
 from ..choices import check_choice
 from ..processes.core import apply_blocks, like, psd_sqrt, spread_blocks
-from .base import (
-    CountingScore,
-    SamplerConfigError,
-    check_nfe,
-    final_denoise,
-    noise_like,
-    sampler,
-    steps_for_budget,
-    time_grid,
-)
+from .base import FixedStepRun, SamplerConfigError, noise_like, sampler
 from .em import euler_maruyama_step
 
 
@@ -103,13 +94,12 @@ def predictor_corrector(
     1.7× fresh data's mode-KL on anisotropic_4d); shrinking ε ∝ 1/steps makes PC converge. None (default):
     score_sde's constant snr."""
     predictor = resolve_predictor(process, predictor)
-    score = CountingScore(score_fn)
-    n = steps_for_budget(check_nfe(nfe), 1 + n_corrector, denoise)
+    run = FixedStepRun(process, score_fn, nfe, 1 + n_corrector, denoise, grid)
+    score, ts, n = run.score, run.ts, run.n
     if snr_steps is not None:
         if isinstance(snr_steps, bool) or not isinstance(snr_steps, int) or snr_steps < 1:
             raise SamplerConfigError(f"sampler.snr_steps must be null or an integer >= 1, got {snr_steps!r}")
         snr = snr * min(1.0, (snr_steps / n) ** 0.5)
-    ts = time_grid(process, n, grid)
     plan = PredictorPlan(process, predictor, process.tau(ts)).to(prior_z)
     z = prior_z.clone()  # the corrector updates in place; the caller's prior stays untouched
     for i in range(n):
@@ -120,6 +110,4 @@ def predictor_corrector(
             eps = langevin_step_size(alpha, snr, xi, g, per_sample_norm)
             z[:, -1] += eps * g + (2 * eps) ** 0.5 * xi
         z = plan.step(i, z, score(z, t), generator)
-    if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]), denoise)
-    return z, score.count
+    return run.finish(z)

@@ -19,17 +19,7 @@ import torch
 
 from ..choices import check_choice
 from ..processes.core import apply_blocks, combine_blocks, like, psd_sqrt
-from .base import (
-    CountingScore,
-    SamplerConfigError,
-    check_nfe,
-    final_denoise,
-    has_stationary_law,
-    noise_like,
-    sampler,
-    steps_for_budget,
-    time_grid,
-)
+from .base import FixedStepRun, SamplerConfigError, has_stationary_law, noise_like, sampler
 
 
 class ExactLinearFlow:
@@ -69,9 +59,8 @@ def score_remainder_step(process, score, z, t: float, dtau: float, remainder: st
 
 def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmetric, remainder="euler"):
     check_choice("sampler.remainder", remainder, REMAINDERS, SamplerConfigError)
-    score = CountingScore(score_fn)
-    n = steps_for_budget(check_nfe(nfe), REMAINDERS[remainder], denoise)
-    ts = time_grid(process, n, grid).tolist()
+    run = FixedStepRun(process, score_fn, nfe, REMAINDERS[remainder], denoise, grid)
+    score, ts, n = run.score, run.ts.tolist(), run.n
     # the linear sub-steps in the order they are taken: two half steps (Strang) or one full step per step
     t_mid = [0.5 * (t + t_next) for t, t_next in zip(ts[:-1], ts[1:])]
     taus, tau_mid = process.tau(torch.tensor(ts)).tolist(), process.tau(torch.tensor(t_mid)).tolist()
@@ -91,9 +80,7 @@ def _splitting(process, score_fn, prior_z, nfe, generator, denoise, grid, symmet
         else:
             z = score_remainder_step(process, score, z, ts[i], dtau, remainder, precision_row)
             z = linear(z, i, generator)
-    if denoise:
-        z = final_denoise(process, score, z, float(ts[-1]), denoise)
-    return z, score.count
+    return run.finish(z)
 
 
 REMAINDERS = {"euler": 1, "heun": 2}  # NFE per step
