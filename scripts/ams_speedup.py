@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from momentum_diffusion.cli.benchmark import benchmark_floors, run_benchmark
-from momentum_diffusion.exact.gmm import load_gmm
+from momentum_diffusion.exact import load_gmm
 from momentum_diffusion.metrics.mode_quality import mode_quality
 from momentum_diffusion.metrics.sliced_wasserstein import sliced_wasserstein2
 from momentum_diffusion.processes import cld, hold, ve, vp

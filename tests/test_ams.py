@@ -315,7 +315,7 @@ def test_consistent_spread_converges_on_gaussian(name):
 @pytest.mark.parametrize("name", ["ve", "vp"])
 def test_converges_on_ring8_mixture(name):
     from momentum_diffusion.cli.benchmark import run_benchmark
-    from momentum_diffusion.exact.gmm import load_gmm
+    from momentum_diffusion.exact import load_gmm
 
     make, predictor = PROCESSES[name]
     rows = run_benchmark(
@@ -350,7 +350,7 @@ def test_converges_on_public_mixtures(name, spec, noise):
     benchmark's noise floor (SW2 of 5000 points is noisy: fresh data sets score 0.6–1.8× that floor).
     The reference rule ends at 2–20× the floor's mode-KL (0.06–0.09 on anisotropic_4d, 1.5–1.9 on mixture10)."""
     from momentum_diffusion.cli.benchmark import run_benchmark
-    from momentum_diffusion.exact.gmm import load_gmm
+    from momentum_diffusion.exact import load_gmm
 
     make, predictor = PROCESSES[name]
     sampler = configure(adaptive_momentum, predictor=predictor, snr=0.1, langevin_noise=noise)

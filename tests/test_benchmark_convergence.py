@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from momentum_diffusion.cli.benchmark import benchmark_floors, run_benchmark
-from momentum_diffusion.exact.gmm import load_gmm
+from momentum_diffusion.exact import load_gmm
 from momentum_diffusion.reports.benchmark_grid import STANDARD_GRID, build
 
 SPECS = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "benchmarks/gmm").glob("*.yaml"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gaussian import score_fn
-from momentum_diffusion.exact.gmm import ExactScore, load_gmm
+from momentum_diffusion.exact import ExactScore, load_gmm
 from momentum_diffusion.objectives.score_model import ScoreModel
 from momentum_diffusion.processes import cld, hold, ve, vp
 from momentum_diffusion.samplers import ALL_SAMPLERS, configure

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from scipy.integrate import quad_vec
 
 from gaussian import marginal, score_fn
-from momentum_diffusion.exact.gmm import ExactScore, load_gmm
+from momentum_diffusion.exact import ExactScore, load_gmm
 from momentum_diffusion.metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
 from momentum_diffusion.objectives import NoisePredictionObjective
 from momentum_diffusion.processes import apply_blocks, cld, hold, vp
@@ -22,8 +22,8 @@ from momentum_diffusion.processes.noise_factor import (
     accurate_kernel_cov,
     tweedie_projection,
 )
-from momentum_diffusion.samplers.base import SamplerConfigError, time_grid
 from momentum_diffusion.samplers import expint_stochastic
+from momentum_diffusion.samplers.base import SamplerConfigError, time_grid
 from momentum_diffusion.samplers.expint import DEFAULTS, GDDIMNoise, exponential_integrator
 from momentum_diffusion.samplers.ode import probability_flow
 

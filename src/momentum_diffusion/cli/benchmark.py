@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ..exact.gmm import ExactScore, load_gmm
+from ..exact import ExactScore, load_gmm
 from ..metrics.mode_quality import mode_quality, reference_mode_kl
 from ..metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
 from ..samplers import configure

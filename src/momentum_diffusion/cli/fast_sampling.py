@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ..exact.gmm import load_gmm
+from ..exact import load_gmm
 from ..reports.benchmark_grid import STANDARD_NFE, build, bundled_specs
 from ..samplers import configure, valid_samplers
 from ..tables import read_rows, write_rows

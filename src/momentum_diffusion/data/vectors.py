@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from ..choices import check_choice
-from ..exact.gmm import GaussianMixture, load_gmm
+from ..exact import GaussianMixture, load_gmm
 from .sampling import ResumableDataLoader, ResumableRandomSampler
 
 

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from .. import CONF_DIR
 from ..cli.benchmark import benchmark_floors, plot_rows, run_benchmark
 from ..cli.common import build_sampler
-from ..exact.gmm import BENCHMARK_DIR, load_gmm
+from ..exact import BENCHMARK_DIR, load_gmm
 from ..tables import read_rows, write_rows
 
 STANDARD_GRID = [  # (diffusion, sampler, extra overrides)

@@ -1,4 +1,6 @@
-"""Gaussian-mixture data and its exact perturbed score under any linear phase-space process (DESIGN.md §6).
+"""The exact perturbed score of Gaussian-mixture data under any linear phase-space process (DESIGN.md §6).
+
+The mixture itself (specs, sampling) is ``mixture.GaussianMixture``.
 
 If x_0 ~ Σ_i w_i N(m_i, C_i) and the auxiliary blocks start at N(0, Σ_0) given x_0, then under the linear
 SDE of ``processes.core`` the state z_t is again a Gaussian mixture in phase space:
@@ -25,9 +27,9 @@ from collections import OrderedDict
 import torch
 
 from ..processes.core import like
-from .mixture import BENCHMARK_DIR, F64, LOG_2PI, GaussianMixture, GMMSpecError, load_gmm, resolve_spec
+from .mixture import F64, LOG_2PI, GaussianMixture
 
-__all__ = ["BENCHMARK_DIR", "ExactScore", "GMMSpecError", "GaussianMixture", "load_gmm", "resolve_spec"]
+__all__ = ["ExactScore"]
 
 
 # ---------------------------------------------------------------------------------------------------
