@@ -54,15 +54,24 @@ def sampler_configs(diffusion: str) -> list[tuple[str, str, list[str]]]:
     if diffusion in SPLITTING:
         configs.append((SPLITTING[diffusion], SPLITTING[diffusion], []))
     configs += [("ams", "ams", [pred]), ("ode-dopri5", "ode", ["sampler.method=dopri5"])]
+    # the default (samplers/expint.py DEFAULTS) and its two forms, every step corrected
+    configs.append(("expint", "expint", []))
+    for prediction, lam in (("noise", 0), ("data", 0), ("data", 1)):
+        label = f"expint-{prediction}" + ("-sde" if lam else "") + "-corr"
+        overrides = [f"sampler.prediction={prediction}", f"sampler.stochasticity={lam}", "sampler.corrector=true"]
+        configs.append((label, "expint", [*overrides, "sampler.order=3", "sampler.grid=quadratic"]))
+    # without the corrector (the scan of issue 8): ε-steps in gDDIM's K_t, order × grid
+    plain = ["sampler.kt=gddim", "sampler.corrector=false", "sampler.extrapolate=t"]
     for order in (1, 2, 3):
         for grid in EXPINT_GRIDS:
-            overrides = ["sampler.kt=gddim", "sampler.noise=0.0", f"sampler.order={order}", f"sampler.grid={grid}"]
-            configs.append((f"expint-o{order}-{grid}", "expint", overrides))
-    base = ["sampler.kt=gddim", "sampler.grid=quadratic"]
-    log_t = [*base, "sampler.noise=0.0", "sampler.order=3", "sampler.extrapolate=log_t"]
-    configs.append(("expint-o3-quadratic-logt", "expint", log_t))
+            overrides = [*plain, "sampler.prediction=noise", "sampler.stochasticity=0", f"sampler.order={order}"]
+            configs.append((f"expint-o{order}-{grid}", "expint", [*overrides, f"sampler.grid={grid}"]))
+    quadratic = [*plain[:2], "sampler.grid=quadratic"]
+    log_t = [*quadratic, "sampler.prediction=noise", "sampler.stochasticity=0", "sampler.order=3"]
+    configs.append(("expint-o3-quadratic-logt", "expint", [*log_t, "sampler.extrapolate=log_t"]))
     for order in (2, 3):  # stochastic (λ = 1) steps in x̂_0
-        sde = [*base, "sampler.noise=1.0", f"sampler.order={order}"]
+        sde = [*quadratic, "sampler.extrapolate=t", "sampler.prediction=data", "sampler.stochasticity=1"]
+        sde.append(f"sampler.order={order}")
         configs.append((f"expint-sde-o{order}-quadratic", "expint", sde))
     return configs
 
@@ -105,9 +114,11 @@ def scan(run_one, budgets, target: float) -> list[dict]:
     return rows
 
 
-def run_spec_process(gmm, diffusion: str, n_samples: int, seed: int, floors: dict, nfes=STANDARD_NFE) -> list[dict]:
-    """All rows of one spec × process: the EM reference, then every configuration's scan.
-    ``floors``: benchmark_floors plus ``mode_kl_sd`` (floor_spread)."""
+def run_spec_process(
+    gmm, diffusion: str, n_samples: int, seed: int, floors: dict, nfes=STANDARD_NFE, only=None
+) -> list[dict]:
+    """All rows of one spec × process: the EM reference, then every configuration's scan (``only``: these
+    labels, plus em). ``floors``: benchmark_floors plus ``mode_kl_sd`` (floor_spread)."""
     process, em = build(diffusion, "em", [])
     ref = run_benchmark(process, em, gmm, [REFERENCE_NFE], n_samples, seed, floors=floors)[0]
     target = target_of(ref["mode_kl"], floors["mode_kl"])
@@ -122,6 +133,8 @@ def run_spec_process(gmm, diffusion: str, n_samples: int, seed: int, floors: dic
     }
     rows = []
     for label, name, overrides in sampler_configs(diffusion):
+        if only and label not in only and label != "em":
+            continue
         process, sampler = build(diffusion, name, overrides)
         if name not in valid_samplers(process):
             continue
@@ -201,7 +214,8 @@ def markdown_table(rows: list[dict]) -> str:
         "**target = max(mode-KL of EM at 1000 NFE, mode-KL of fresh data of the same size)** per spec × process.",
         "[≈N]: first NFE within sampling noise, mode-KL ≤ target + 2 sd (sd of fresh-data mode-KL), when earlier.",
         "`>1000`: not reached at 1000 NFE. ode-dopri5: NFE used at the loosest rtol = atol in {1e-2, …, 1e-5}",
-        "that reaches the target. expint: kt=gddim, noise=0 (deterministic); o = order, then the time grid."
+        "that reaches the target. expint: the default (samplers/expint.py DEFAULTS); -corr: order 3, quadratic grid,"
+        " corrector on; o = order, then the time grid: ε-steps, λ = 0, no corrector."
         + (f" n_samples = {', '.join(map(str, n))}." if n else ""),
     ]
     for spec in dict.fromkeys(g for g, _ in columns_of(heads)):
@@ -257,7 +271,8 @@ def compact_table(rows: list[dict]) -> str:
             same = (noise and noise[0]) == (strict and strict[0])
             cells.append(text if same or not noise else f"{text} [≈{noise[0]}]")
         lines.append(f"| expint o{order} (best grid) | " + " | ".join(cells) + " |")
-    for label in [lbl for lbl in labels if lbl.startswith(("expint-sde", "expint-o3-quadratic-logt"))]:
+    single = ("expint-noise", "expint-data", "expint-sde", "expint-o3-quadratic-logt")
+    for label in [lbl for lbl in labels if lbl == "expint" or lbl.startswith(single)]:
         cells = [both(first[(g, d, label)], noisy[(g, d, label)], False, False) for g, d in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -313,6 +328,7 @@ def main(argv=None):
     parser.add_argument("--nfe", nargs="*", type=int, default=STANDARD_NFE, help="ascending NFE budgets to scan")
     parser.add_argument("--n-samples", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--configs", nargs="*", default=None, help="only these config labels (and em; default: all)")
     parser.add_argument(
         "--render", nargs="*", default=None, metavar="CSV", help="only merge these results.csv files and render"
     )
@@ -335,7 +351,7 @@ def main(argv=None):
             "mode_kl_sd": floor_spread(gmm, args.n_samples, args.seed),
         }
         for diffusion in args.processes:
-            new = run_spec_process(gmm, diffusion, args.n_samples, args.seed, floors, sorted(args.nfe))
+            new = run_spec_process(gmm, diffusion, args.n_samples, args.seed, floors, sorted(args.nfe), args.configs)
             rows += [{**r, "n_samples": args.n_samples, "seed": args.seed} for r in new]
             write_rows(out / "results.csv", rows)  # partial results survive an interrupted run
     log.info("total %.0f s", time.perf_counter() - start)

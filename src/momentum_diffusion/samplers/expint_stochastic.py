@@ -116,7 +116,7 @@ def closed_form_steps(process, steps: StepIntervals, lam: float) -> dict:
 
     # floor: near t_min the HOLD factor has cond(R) ~ 1e12, and extrapolating steps (huge, cancelling weights)
     # then carry ~1e-7 relative roundoff, as the ODE path does
-    V = integrate(integrand, [0.0, 1.0], n=12, floor_rtol=1e-5)
+    V = integrate(integrand, [0.0, 1.0], n=12, floor_rtol=1e-5, max_refinements=3)
     r_inv_hi = torch.linalg.inv(gddim_factor(process).factor(steps.hi))
     eye = torch.eye(process.order, dtype=F64)
     U = eye if lam == 0.0 else (r_inv_hi @ process.transition(steps.lo, steps.hi)[0] @ R_lo).mT
