@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, cli_env, run_python  # tests/ is on sys.path: as a script and under pytest (conftest)
 
 
 def load_script(name: str):
@@ -59,22 +59,11 @@ def run_case(script, args: list[str]) -> dict:
 
 def run_battery(cases, workdir: Path, cwd: Path = REPO, timeout: int = 600) -> list[dict]:
     """Run [(script, args, …), …] in one subprocess; one {"code", "stderr", "seconds"} per case."""
-    import subprocess
-
     workdir = Path(workdir)
     (workdir / "battery_cases.json").write_text(json.dumps([[c[0], list(c[1])] for c in cases]))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", WANDB_MODE="offline")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run(
-        [sys.executable, __file__, str(workdir / "battery_cases.json"), str(workdir / "battery_results.json")],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"the battery runner failed:\n{proc.stderr[-3000:]}")
+    env = cli_env(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    run_python(__file__, workdir / "battery_cases.json", workdir / "battery_results.json", cwd=cwd, env=env,
+               timeout=timeout)  # fmt: skip
     return json.loads((workdir / "battery_results.json").read_text())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -49,52 +50,12 @@ def sweep_job(sweep: Path, *overrides: str) -> Path:
     return match[0]
 
 
-def test_sample_writes_npz_in_data_space_and_is_seeded(trained, sample_sweep, tmp_path):
-    """The same seed gives the same samples in another process, whether a single run or a multirun's second job
-    (one sample.py run here, compared with the sweep's em job at 6 NFE)."""
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    one = ["sampler=em", "sampler.nfe=6", "n_samples=5", "seed=3"]
-    run("sample.py", f"ckpt={ckpt}", *one, f"hydra.run.dir={tmp_path}")
-    a = np.load(tmp_path / "samples.npz")["samples"]
-    b = np.load(sweep_job(sample_sweep, "sampler=em", "sampler.nfe=6") / "samples.npz")["samples"]
-    assert a.shape == (5, 1, 8, 8) and np.isfinite(a).all()
-    np.testing.assert_array_equal(a, b)
-    assert (tmp_path / "grid.png").is_file()
-
-
-def test_sample_multirun_over_samplers_and_budgets(sample_sweep):
-    outputs = sorted(sample_sweep.glob("*/samples.npz"))
-    assert len(outputs) == 4
-
-
-def test_evaluate_writes_one_row_per_nfe(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    run("evaluate.py", f"ckpt={ckpt}", "sampler=sscs", "sampler.nfe=[4,6]", "n_samples=16", f"hydra.run.dir={tmp_path}")
-    rows = read_csv(tmp_path / "metrics.csv")
-    assert [(r["sampler"], int(r["nfe_budget"])) for r in rows] == [("sscs", 4), ("sscs", 6)]
-    assert all(float(r["fd_digits"]) > 0 for r in rows)
-
-
-def test_evaluate_multirun_over_nfe_changes_the_checkpoints_own_sampler(trained, tmp_path):
-    """-m sampler.nfe=4,6 without sampler=NAME: one job per budget, each with the checkpoint's sampler (sscs)."""
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    run("evaluate.py", "-m", f"ckpt={ckpt}", "sampler.nfe=4,6", "n_samples=16", f"hydra.sweep.dir={tmp_path}")
-    rows = [r for path in sorted(tmp_path.glob("*/metrics.csv")) for r in read_csv(path)]
-    assert sorted((r["sampler"], int(r["nfe_budget"])) for r in rows) == [("sscs", 4), ("sscs", 6)]
-
-
-def test_resume_continues_from_checkpoint(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    run("train.py", *TINY_TRAIN, "trainer.max_steps=18", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}")
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert state["global_step"] == 18
-
-
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
+    tmp.mkdir()
     (tmp / "corrupt.ckpt").write_bytes(b"not a checkpoint")
     (tmp / "bad_spec.yaml").write_text("name: bad\ndim: 2\ncomponents:\n- weight: -1\n  mean: [0, 0]\n  std: 1\n")
     (tmp / "npsd.yaml").write_text(
@@ -127,20 +88,84 @@ def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
-def test_bad_input_battery_one_clear_line_no_traceback_nothing_lost(trained, tmp_path):
+@pytest.fixture(scope="module")
+def runs(trained, tmp_path_factory) -> SimpleNamespace:
+    """Every command line on the trained checkpoint except the seeded sweep, in ONE process through the
+    scripts' own __main__ path (tests/cli_battery.py): the bad inputs first, then a single sample run, two
+    evaluations and a resume — one interpreter start-up and one import of torch/Lightning/Hydra instead of one
+    per command (each costs ≈ 8 CPU s). Sequential, so the bad cases may share the run directory `out`."""
+    tmp = tmp_path_factory.mktemp("runs")
     ckpt = trained / "checkpoints" / "last.ckpt"
     before = digest(ckpt)
+    bad = bad_inputs(ckpt, tmp / "bad")
+    good = {
+        "sample": ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=6", "n_samples=5", "seed=3",
+                                 f"hydra.run.dir={tmp / 'sample'}"]),
+        "evaluate": ("evaluate.py", [f"ckpt={ckpt}", "sampler=sscs", "sampler.nfe=[4,6]", "n_samples=16",
+                                     f"hydra.run.dir={tmp / 'evaluate'}"]),
+        "evaluate_multirun": ("evaluate.py", ["-m", f"ckpt={ckpt}", "sampler.nfe=4,6", "n_samples=16",
+                                              f"hydra.sweep.dir={tmp / 'evaluate_multirun'}"]),
+        "resume": ("train.py", [*TINY_TRAIN, "trainer.max_steps=18", f"ckpt_path={ckpt}",
+                                f"hydra.run.dir={tmp / 'resume'}"]),
+    }  # fmt: skip
+    results = run_battery([*bad, *good.values()], tmp)
+    return SimpleNamespace(
+        dir=tmp,
+        bad=list(zip(bad, results)),
+        good={name: r for name, r in zip(good, results[len(bad) :])},
+        ckpt_unchanged=digest(ckpt) == before,
+    )
+
+
+def succeeded(runs: SimpleNamespace, name: str) -> Path:
+    r = runs.good[name]
+    assert r["code"] == 0, r["stderr"][-3000:]
+    return runs.dir / name
+
+
+def test_sample_writes_npz_in_data_space_and_is_seeded(runs, sample_sweep):
+    """The same seed gives the same samples in another process, whether a single run (after many other
+    commands in its process) or a multirun's second job (compared with the sweep's em job at 6 NFE)."""
+    out = succeeded(runs, "sample")
+    a = np.load(out / "samples.npz")["samples"]
+    b = np.load(sweep_job(sample_sweep, "sampler=em", "sampler.nfe=6") / "samples.npz")["samples"]
+    assert a.shape == (5, 1, 8, 8) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    assert (out / "grid.png").is_file()
+
+
+def test_sample_multirun_over_samplers_and_budgets(sample_sweep):
+    outputs = sorted(sample_sweep.glob("*/samples.npz"))
+    assert len(outputs) == 4
+
+
+def test_evaluate_writes_one_row_per_nfe(runs):
+    rows = read_csv(succeeded(runs, "evaluate") / "metrics.csv")
+    assert [(r["sampler"], int(r["nfe_budget"])) for r in rows] == [("sscs", 4), ("sscs", 6)]
+    assert all(float(r["fd_digits"]) > 0 for r in rows)
+
+
+def test_evaluate_multirun_over_nfe_changes_the_checkpoints_own_sampler(runs):
+    """-m sampler.nfe=4,6 without sampler=NAME: one job per budget, each with the checkpoint's sampler (sscs)."""
+    sweep = succeeded(runs, "evaluate_multirun")
+    rows = [r for path in sorted(sweep.glob("*/metrics.csv")) for r in read_csv(path)]
+    assert sorted((r["sampler"], int(r["nfe_budget"])) for r in rows) == [("sscs", 4), ("sscs", 6)]
+
+
+def test_resume_continues_from_checkpoint(runs):
+    out = succeeded(runs, "resume")
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 18
+
+
+def test_bad_input_battery_one_clear_line_no_traceback_nothing_lost(runs):
     failures = []
-    cases = bad_inputs(ckpt, tmp_path)
-    # One process runs every case through the scripts' own __main__ path (tests/cli_battery.py): one start-up
-    # instead of one per case. Sequential, so the cases may share the run directory `out`.
-    results = run_battery(cases, tmp_path)
-    for (script, args, expected), r in zip(cases, results):
+    for (script, args, expected), r in runs.bad:
         ok = r["code"] != 0 and "Traceback" not in r["stderr"] and expected in r["stderr"]
         if "Available options" not in expected and "nonexistent_key" not in expected:
             ok = ok and len(r["stderr"].strip().splitlines()) == 1 and r["stderr"].startswith("error: ")
         if not ok:
             failures.append(f"{script} {args}: rc={r['code']}\n{r['stderr'][-800:]}")
     assert not failures, "\n\n".join(failures)
-    assert digest(ckpt) == before
-    assert not (tmp_path / "out" / "samples.npz").exists()
+    assert runs.ckpt_unchanged  # after the bad inputs and the good runs
+    assert not (runs.dir / "bad" / "out" / "samples.npz").exists()
