@@ -70,95 +70,10 @@ class GaussianMixture:
     def from_spec(cls, spec: Mapping, source: str | None = None) -> GaussianMixture:
         """Build from the YAML format of ``benchmarks/gmm/README.md``; GMMSpecError names a bad field."""
         prefix = f"{source}: " if source else ""
-
-        def fail(msg):
-            raise GMMSpecError(prefix + msg)
-
-        if not isinstance(spec, Mapping):
-            fail("a GMM spec must be a mapping with keys name, dim, components")
-        unknown = [str(key) for key in spec if key not in _TOP_KEYS]
-        if unknown:
-            fail(f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_TOP_KEYS)})")
-        for key in ("name", "dim", "components"):
-            if key not in spec:
-                fail(f"missing required field '{key}'")
-        name = spec["name"]
-        if not isinstance(name, str) or not name.strip():
-            fail("name must be a non-empty string")
-        description = spec.get("description", "") or ""
-        if not isinstance(description, str):
-            fail("description must be a string")
-        dim = spec["dim"]
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            fail(f"dim must be a positive integer, got {dim!r}")
-        components = spec["components"]
-        if not isinstance(components, (list, tuple)) or len(components) == 0:
-            fail("components must be a non-empty list")
-
-        weights, means, covs = [], [], []
-        for i, comp in enumerate(components):
-            where = f"{prefix}component {i}: "
-            if not isinstance(comp, Mapping):
-                raise GMMSpecError(f"{where}must be a mapping with keys weight, mean and one of std/diag/cov")
-            unknown = [str(key) for key in comp if key not in _COMPONENT_KEYS]
-            if unknown:
-                raise GMMSpecError(
-                    f"{where}unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_COMPONENT_KEYS)})"
-                )
-            for key in ("weight", "mean"):
-                if key not in comp:
-                    raise GMMSpecError(f"{where}missing '{key}'")
-            w = comp["weight"]
-            if not _is_number(w) or w <= 0:
-                raise GMMSpecError(f"{where}weight must be > 0 (got {w!r})")
-            mean = _number_list(comp["mean"], "mean", dim, where)
-            if max(abs(m) for m in mean) > MAX_SCALE:
-                raise GMMSpecError(
-                    f"{where}mean entries must be at most {MAX_SCALE:g} in magnitude (got {max(mean, key=abs):g}); "
-                    "the samplers and metrics work in float32: rescale the data"
-                )
-            given = [key for key in ("std", "diag", "cov") if key in comp]
-            if len(given) != 1:
-                raise GMMSpecError(
-                    f"{where}give exactly one of std, diag, cov (got {', '.join(given) if given else 'none'})"
-                )
-            kind = given[0]
-            if kind == "std":
-                std = comp["std"]
-                if not _is_number(std) or std <= 0:
-                    raise GMMSpecError(f"{where}std must be > 0 (got {std!r})")
-                cov = torch.eye(dim, dtype=F64) * float(std) ** 2
-            elif kind == "diag":
-                diag = _number_list(comp["diag"], "diag", dim, where)
-                if min(diag) <= 0:
-                    raise GMMSpecError(f"{where}diag entries (variances) must be > 0")
-                cov = torch.diag(torch.tensor(diag, dtype=F64))
-            else:
-                rows = comp["cov"]
-                if (
-                    not isinstance(rows, (list, tuple))
-                    or len(rows) != dim
-                    or not all(isinstance(r, (list, tuple)) and len(r) == dim for r in rows)
-                ):
-                    raise GMMSpecError(f"{where}cov must be a {dim}×{dim} matrix (list of {dim} rows)")
-                if not all(_is_number(v) for r in rows for v in r):
-                    raise GMMSpecError(f"{where}cov must contain only finite numbers")
-                cov = torch.tensor(rows, dtype=F64)
-                scale = float(cov.abs().max())
-                if float((cov - cov.T).abs().max()) > 1e-8 * max(scale, 1.0):
-                    raise GMMSpecError(f"{where}cov is not symmetric")
-                cov = 0.5 * (cov + cov.T)
-                if float(torch.linalg.eigvalsh(cov).min()) <= 1e-12 * max(scale, 1e-300):
-                    raise GMMSpecError(f"{where}cov is not positive definite")
-            if float(cov.diagonal().max()) > MAX_SCALE**2:
-                raise GMMSpecError(
-                    f"{where}standard deviations must be at most {MAX_SCALE:g} (float32 samplers and metrics): "
-                    "rescale the data"
-                )
-            weights.append(float(w))
-            means.append(mean)
-            covs.append(cov)
-        return cls(weights, means, torch.stack(covs), name=name.strip(), description=description)
+        name, description, dim, components = _spec_fields(spec, prefix)
+        parsed = [_component(comp, dim, f"{prefix}component {i}: ") for i, comp in enumerate(components)]
+        weights, means, covs = zip(*parsed)
+        return cls(list(weights), list(means), torch.stack(covs), name=name.strip(), description=description)
 
     @classmethod
     def load_spec(cls, path: str | Path) -> GaussianMixture:
@@ -255,3 +170,95 @@ def load_gmm(spec: str | Path | Mapping | GaussianMixture) -> GaussianMixture:
     if isinstance(spec, Mapping):
         return GaussianMixture.from_spec(spec)
     return GaussianMixture.load_spec(resolve_spec(spec))
+
+
+def _spec_fields(spec, prefix: str) -> tuple[str, str, int, list]:
+    """The top-level fields of a spec: (name, description, dim, components), each checked."""
+
+    def fail(msg):
+        raise GMMSpecError(prefix + msg)
+
+    if not isinstance(spec, Mapping):
+        fail("a GMM spec must be a mapping with keys name, dim, components")
+    unknown = [str(key) for key in spec if key not in _TOP_KEYS]
+    if unknown:
+        fail(f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_TOP_KEYS)})")
+    for key in ("name", "dim", "components"):
+        if key not in spec:
+            fail(f"missing required field '{key}'")
+    name = spec["name"]
+    if not isinstance(name, str) or not name.strip():
+        fail("name must be a non-empty string")
+    description = spec.get("description", "") or ""
+    if not isinstance(description, str):
+        fail("description must be a string")
+    dim = spec["dim"]
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        fail(f"dim must be a positive integer, got {dim!r}")
+    components = spec["components"]
+    if not isinstance(components, (list, tuple)) or len(components) == 0:
+        fail("components must be a non-empty list")
+    return name, description, dim, components
+
+
+def _component(comp, dim: int, where: str) -> tuple[float, list[float], torch.Tensor]:
+    """(weight, mean, covariance) of one spec component, each checked; ``where`` prefixes every message."""
+    if not isinstance(comp, Mapping):
+        raise GMMSpecError(f"{where}must be a mapping with keys weight, mean and one of std/diag/cov")
+    unknown = [str(key) for key in comp if key not in _COMPONENT_KEYS]
+    if unknown:
+        raise GMMSpecError(
+            f"{where}unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_COMPONENT_KEYS)})"
+        )
+    for key in ("weight", "mean"):
+        if key not in comp:
+            raise GMMSpecError(f"{where}missing '{key}'")
+    w = comp["weight"]
+    if not _is_number(w) or w <= 0:
+        raise GMMSpecError(f"{where}weight must be > 0 (got {w!r})")
+    mean = _number_list(comp["mean"], "mean", dim, where)
+    if max(abs(m) for m in mean) > MAX_SCALE:
+        raise GMMSpecError(
+            f"{where}mean entries must be at most {MAX_SCALE:g} in magnitude (got {max(mean, key=abs):g}); "
+            "the samplers and metrics work in float32: rescale the data"
+        )
+    given = [key for key in ("std", "diag", "cov") if key in comp]
+    if len(given) != 1:
+        raise GMMSpecError(f"{where}give exactly one of std, diag, cov (got {', '.join(given) if given else 'none'})")
+    cov = _component_cov(comp, given[0], dim, where)
+    if float(cov.diagonal().max()) > MAX_SCALE**2:
+        raise GMMSpecError(
+            f"{where}standard deviations must be at most {MAX_SCALE:g} (float32 samplers and metrics): rescale the data"
+        )
+    return float(w), mean, cov
+
+
+def _component_cov(comp, kind: str, dim: int, where: str) -> torch.Tensor:
+    """The covariance of a component given as ``std``, ``diag`` or a full ``cov`` (symmetric positive definite)."""
+    if kind == "std":
+        std = comp["std"]
+        if not _is_number(std) or std <= 0:
+            raise GMMSpecError(f"{where}std must be > 0 (got {std!r})")
+        return torch.eye(dim, dtype=F64) * float(std) ** 2
+    if kind == "diag":
+        diag = _number_list(comp["diag"], "diag", dim, where)
+        if min(diag) <= 0:
+            raise GMMSpecError(f"{where}diag entries (variances) must be > 0")
+        return torch.diag(torch.tensor(diag, dtype=F64))
+    rows = comp["cov"]
+    if (
+        not isinstance(rows, (list, tuple))
+        or len(rows) != dim
+        or not all(isinstance(r, (list, tuple)) and len(r) == dim for r in rows)
+    ):
+        raise GMMSpecError(f"{where}cov must be a {dim}×{dim} matrix (list of {dim} rows)")
+    if not all(_is_number(v) for r in rows for v in r):
+        raise GMMSpecError(f"{where}cov must contain only finite numbers")
+    cov = torch.tensor(rows, dtype=F64)
+    scale = float(cov.abs().max())
+    if float((cov - cov.T).abs().max()) > 1e-8 * max(scale, 1.0):
+        raise GMMSpecError(f"{where}cov is not symmetric")
+    cov = 0.5 * (cov + cov.T)
+    if float(torch.linalg.eigvalsh(cov).min()) <= 1e-12 * max(scale, 1e-300):
+        raise GMMSpecError(f"{where}cov is not positive definite")
+    return cov
