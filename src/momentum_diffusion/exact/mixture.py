@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 import yaml
 
-F64 = torch.float64
+from ..processes.core import F64
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 #: the bundled example specs, package data (in the repository ``exact/specs`` is a symlink to ``benchmarks/gmm/``)

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-F64 = torch.float64
+from ..processes.core import F64
 
 
 def default_missing_kl(dim: int) -> float:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-F64 = torch.float64
+from ..processes.core import F64
 
 
 def projections(dim: int, n_projections: int = 512, seed: int = 0) -> torch.Tensor:

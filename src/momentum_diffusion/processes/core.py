@@ -19,7 +19,7 @@ import torch
 
 from .schedules import Schedule
 
-F64 = torch.float64
+F64 = torch.float64  # the dtype of all k×k kernel algebra (DESIGN.md §7); imported, never redefined
 
 
 def solve_lyapunov(A: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:

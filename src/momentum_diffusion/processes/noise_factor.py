@@ -30,10 +30,9 @@ import torch
 from scipy.integrate import solve_ivp
 
 from ..choices import check_choice
-from .core import combine_blocks
+from .core import F64, combine_blocks
 from .quadrature import integrate
 
-F64 = torch.float64
 KT_CHOICES = ("cholesky", "gddim")
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 64
