@@ -396,27 +396,6 @@ def test_ctrl_c_on_the_cli_saves_and_exits_with_the_requeue_code(tmp_path):
     assert 3 <= load_checkpoint(last)["global_step"] < CLI_STEPS
 
 
-def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(tmp_path):
-    # lr 1e30: every update would blow the weights up (1e28); each is undone and counted as a bad step
-    code, _, err = finish(
-        cli(
-            "trainer.max_steps=30",
-            "optim.lr=1e30",
-            "optim.max_bad_steps=3",
-            "callbacks.checkpoint.every_n_train_steps=1",
-            out=tmp_path,
-        )
-    )
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code != 0 and "Traceback" not in err
-    assert lines[-1].startswith("error: 3 consecutive bad steps"), err[-2000:]
-    assert "The weights are those after step 0," in lines[-1]  # every update was undone
-    skipped = [line for line in lines if line.endswith("step skipped")]  # one warning per skipped step
-    assert len(skipped) == 3 and all("after the update" in line or "exploding update" in line for line in skipped)
-    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    assert all(torch.isfinite(v).all() and v.abs().max() < 100 for v in ckpt["state_dict"].values())
-
-
 # ---- issue 18: no silent rollback, no silent wrong data, no garbage checkpoints ---------------------------
 class _DrawsAtTrainEnd(pl.Callback):
     """Work at the end of training that draws from the global RNG (the end-of-run evaluation did, e.g. the
@@ -582,12 +561,12 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["core", "all"])
-def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp_path):
+def bad_input_battery(tmp_path: Path, full: bool, extra=()) -> dict:
     """Items 2, 3, 5, 7 (stale temporaries), 9, 10 and the one-line section of issue 18, through the real
-    entry points (their __main__ path: check_output_dir, then Hydra), all in one subprocess. The default
-    run takes one case per item and key (each case costs a Hydra composition, ≈0.5 s); the slow variant
-    adds the same checks through the other entry points."""
+    entry points (their __main__ path: check_output_dir, then Hydra), all in one subprocess, plus the
+    ``extra`` cases (results under "extra"). The default run takes one case per item and key (each case costs
+    a Hydra composition, ≈0.5 s); the slow variant adds the same checks through the other entry points.
+    Returns what :func:`check_bad_input_battery` asserts."""
     from cli_battery import run_battery
     from momentum_diffusion.cli.common import lock_run_dir, release_run_dir
 
@@ -684,9 +663,18 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
     cwd.mkdir()
     lock_run_dir(locked)  # another run holds this directory
     try:
-        results = run_battery(cases + hydra_rejects + failed_save, tmp_path, cwd=cwd)
+        results = run_battery(cases + hydra_rejects + failed_save + list(extra), tmp_path, cwd=cwd)
     finally:
         release_run_dir(locked)
+    n = len(cases) + len(hydra_rejects) + len(failed_save)
+    return dict(tmp_path=tmp_path, cases=cases, hydra_rejects=hydra_rejects, failed_save=failed_save,
+                results=results[:n], extra=results[n:], ckpt=ckpt, before=before, locked=locked, stale=stale,
+                unwritable=unwritable, cwd=cwd)  # fmt: skip
+
+
+def check_bad_input_battery(b: dict) -> None:
+    cases, hydra_rejects, failed_save, results = b["cases"], b["hydra_rejects"], b["failed_save"], b["results"]
+    tmp_path, locked, stale, unwritable, cwd = b["tmp_path"], b["locked"], b["stale"], b["unwritable"], b["cwd"]
     failures = []
     for (script, args, expected), r in zip(cases, results):
         lines = r["stderr"].strip().splitlines()
@@ -699,9 +687,43 @@ def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(full, tmp
     r = results[-1]
     assert r["code"] == 2 and r["stderr"].strip().splitlines()[-1].startswith(failed_save[0][2]), r
     assert "Traceback" not in r["stderr"] and not list((unwritable / "checkpoints").glob(".*tmp*"))
-    assert _digest(ckpt) == before  # nothing lost
+    assert _digest(b["ckpt"]) == b["before"]  # nothing lost
     assert (locked / "config.yaml").read_text() == "the other run's config\n" and not (locked / ".hydra").exists()
     assert not (stale / "checkpoints" / ".last.ckpt.tmp999999999").exists()
     assert list(cwd.iterdir()) == []  # item 9: no stray './"/tmp/…' tree from a quoted directory
     assert not (tmp_path / "x y ü").exists() and not (tmp_path / "rejected").exists()  # rejected: no directory
     assert not (tmp_path / "out").exists()
+
+
+# lr 1e30: every update would blow the weights up (1e28); each is undone and counted as a bad step
+NONFINITE_CLI = [*CLI_TRAIN, "trainer.max_steps=30", "optim.lr=1e30", "optim.max_bad_steps=3",
+                 "callbacks.checkpoint.every_n_train_steps=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def core_battery(tmp_path_factory) -> dict:
+    """The default battery, and in the same process the non-finite training run through src/train.py."""
+    tmp = tmp_path_factory.mktemp("battery")
+    return bad_input_battery(tmp, False, [("train.py", [*NONFINITE_CLI, f"hydra.run.dir={tmp / 'nonfinite'}"])])
+
+
+def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(core_battery):
+    check_bad_input_battery(core_battery)
+
+
+@pytest.mark.slow
+def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing_all_entry_points(tmp_path):
+    check_bad_input_battery(bad_input_battery(tmp_path, True))
+
+
+def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(core_battery):
+    (r,) = core_battery["extra"]
+    code, err = r["code"], r["stderr"]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code != 0 and "Traceback" not in err
+    assert lines[-1].startswith("error: 3 consecutive bad steps"), err[-2000:]
+    assert "The weights are those after step 0," in lines[-1]  # every update was undone
+    skipped = [line for line in lines if line.endswith("step skipped")]  # one warning per skipped step
+    assert len(skipped) == 3 and all("after the update" in line or "exploding update" in line for line in skipped)
+    ckpt = load_checkpoint(core_battery["tmp_path"] / "nonfinite" / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(v).all() and v.abs().max() < 100 for v in ckpt["state_dict"].values())
