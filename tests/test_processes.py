@@ -422,15 +422,14 @@ def test_perturb_is_phi_z0_plus_l_eps(name):
 
 @pytest.mark.parametrize("name", list(PROCESSES))
 def test_reverse_drift_formula(name):
-    """Reverse SDE b(Az − Qs) and PF-ODE b(Az − ½Qs), s on the noised block only (DESIGN §1)."""
+    """Reverse SDE b(Az − Qs) and PF-ODE b(Az − ½Qs) per unit τ (÷ b), s on the noised block only (DESIGN §1)."""
     p = PROCESSES[name]()
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(7, p.order, 4, generator=gen, dtype=F64)
     s = torch.randn(7, 4, generator=gen, dtype=F64)
-    t = torch.full((7,), 0.37, dtype=F64)
-    b = float(p.b(0.37))
     full = torch.zeros_like(z)
     full[:, -1] = s
     for pf, w in [(False, 1.0), (True, 0.5)]:
-        expected = b * (apply_blocks(p.sde.A, z) - w * apply_blocks(p.sde.Q, full))
-        assert torch.allclose(p.reverse_drift(z, t, s, probability_flow=pf), expected, rtol=1e-12, atol=1e-12)
+        expected = apply_blocks(p.sde.A, z) - w * apply_blocks(p.sde.Q, full)
+        got = p.reverse_drift_per_tau(z, s, probability_flow=pf)
+        assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)

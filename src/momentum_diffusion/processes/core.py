@@ -174,9 +174,6 @@ class Process:
     def data_block(self, z: torch.Tensor) -> torch.Tensor:
         return z[:, 0]
 
-    def noised_block(self, z: torch.Tensor) -> torch.Tensor:
-        return z[:, -1]
-
     # ---- schedule -----------------------------------------------------------------------------
     def b(self, t: torch.Tensor) -> torch.Tensor:
         return self.schedule.b(torch.as_tensor(t, dtype=F64))
@@ -241,17 +238,6 @@ class Process:
         drift[:, -1] -= (0.5 if probability_flow else 1.0) * self.noise_scale * noised_score
         return drift
 
-    def reverse_drift(self, z, t, noised_score, probability_flow: bool = False) -> torch.Tensor:
-        """Drift of the reverse SDE, b A z − b Q s, or of the PF-ODE, b A z − ½ b Q s (forward-time form)."""
-        return _per_sample(self.b(t), z) * self.reverse_drift_per_tau(z, noised_score, probability_flow)
-
     def describe(self) -> str:
         return f"{self.name} (order {self.order}, t ∈ [{self.t_min:g}, {self.t_max:g}])"
 
-
-def _per_sample(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast a scalar or per-sample (B,) float64 value against a (B, k, *data) state."""
-    value = torch.as_tensor(value).to(device=like.device, dtype=like.dtype)
-    if value.dim() == 0:
-        return value
-    return value.reshape(-1, *([1] * (like.dim() - 1)))
