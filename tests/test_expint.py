@@ -22,7 +22,7 @@ from momentum_diffusion.processes.noise_factor import (
     accurate_kernel_cov,
     tweedie_projection,
 )
-from momentum_diffusion.samplers import expint_stochastic
+from momentum_diffusion.samplers import expint_plan
 from momentum_diffusion.samplers.base import SamplerConfigError, time_grid
 from momentum_diffusion.samplers.expint import DEFAULTS, GDDIMNoise, exponential_integrator
 from momentum_diffusion.samplers.ode import probability_flow
@@ -315,7 +315,7 @@ class LinearBlocks(torch.nn.Module):
 
 
 def independent_step(process, t_next, t, lam=1.0):
-    """Ψ(t', s) e_k g(s) (module docstring of expint_stochastic) for λ = 1 from the core's kernel alone: the
+    """Ψ(t', s) e_k g(s) (module docstring of expint_plan) for λ = 1 from the core's kernel alone: the
     Gaussian bridge Ψ(t', s) = Σ_{t'} Φ(τ_s − τ_{t'})ᵀ Σ_s⁻¹ and g(s) = b q (Σ_s⁻¹ e_k)·φ_s (no gDDIM factor)."""
     Phi_lo, sigma_lo, _ = process.kernel(torch.tensor(t_next, dtype=F64))
 
@@ -336,7 +336,8 @@ def test_data_prediction_weights_match_an_independent_quadrature(make):
     total but on the wrong nodes (all a point-mass test sees) fail the m ≥ 1 moments."""
     process = make(t_min=0.05)
     ts = time_grid(process, 6, "quadratic")
-    plan = expint_stochastic.data_prediction_steps(process, ts, 3, 1.0, lambda t: t, corrector=True)
+    steps = expint_plan.StepIntervals(ts, 3, lambda t: t, corrector=True)
+    plan = expint_plan.data_prediction_steps(process, steps, 1.0)
     for i in (2, 4):
         column = independent_step(process, float(ts[i + 1]), float(ts[i]))
         for name, nodes in (("V", ts[[i, i - 1, i - 2]]), ("V_corr", ts[[i + 1, i, i - 1, i - 2]])):
@@ -353,9 +354,9 @@ def test_closed_form_plan_matches_the_ode_plan(make, lam):
     Two independent routes to the same plan."""
     process = make()
     ts = time_grid(process, 12, "quadratic")
-    steps = expint_stochastic.StepIntervals(ts, 2, torch.log, corrector=True)
-    closed = expint_stochastic.closed_form_steps(process, steps, lam)
-    ode = expint_stochastic.ode_steps(process, steps, lam)
+    steps = expint_plan.StepIntervals(ts, 2, torch.log, corrector=True)
+    closed = expint_plan.closed_form_steps(process, steps, lam)
+    ode = expint_plan.ode_steps(process, steps, lam)
     for name in closed:
         scale = float(ode[name].abs().max())
         torch.testing.assert_close(closed[name], ode[name], rtol=0, atol=1e-6 * scale + 1e-12, msg=name)

@@ -68,7 +68,7 @@ def lagrange_basis(nodes: torch.Tensor, x: torch.Tensor, valid: torch.Tensor | N
 
     ``valid`` (…, p) marks the nodes in use (fewer on an integrator's first steps); ℓ_j of an unused node is
     0 and unused nodes do not enter the other factors. The exponential integrators' polynomials
-    (samplers/expint.py, expint_stochastic.py) all use this one function."""
+    (samplers/expint_plan.py) all use this one function."""
     valid = torch.ones_like(nodes, dtype=torch.bool) if valid is None else valid
     diff_x = x[..., :, None] - nodes[..., None, :]  # (…, m, p): x − x_m
     diff_nodes = nodes[..., :, None] - nodes[..., None, :]  # (…, p, p): x_j − x_m

@@ -34,7 +34,7 @@ cached per grid. For gDDIM the update is evaluated in the algebraically equal fo
 z' = φ' x̂_0 + R' ε_0 + Σ_{j≥1} W_j (ε_j − ε_0), which avoids cancelling the large Φ(τ' − τ) z against W ε
 over long steps. For VP, order 1, Cholesky K this is DDIM: x' = α'(x − σε)/α + σ'ε.
 Stochastic steps (λ > 0) extrapolate x̂_0 = E[x_0 | z] instead and are exact for point-mass data at any
-step size (expint_stochastic.py).
+step size (expint_plan.py).
 
 Measured (docs/fast_sampling.md): with K = L_t the frozen ε carries the fast OU relaxation of the noised
 block, and for CLD/HOLD the step is unstable below roughly 50 (CLD) / 100 (HOLD) steps; K = R_t does not
@@ -58,7 +58,6 @@ from ..processes.noise_factor import (
     times,
     tweedie_projection,
 )
-from ..processes.quadrature import geometric_edges, integrate, lagrange_basis
 from .base import (
     CountingScore,
     SamplerConfigError,
@@ -70,7 +69,7 @@ from .base import (
     steps_for_budget,
     time_grid,
 )
-from .expint_stochastic import data_prediction_steps
+from .expint_plan import StepIntervals, data_prediction_steps, noise_prediction_steps
 
 F64 = torch.float64
 EXTRAPOLATION = ("t", "tau", "log_t")
@@ -162,66 +161,21 @@ def noise_parametrisation(process, kt: str | NoiseFactor):
     return cached(("eps", kind, process_key(process)), lambda: cls(process))
 
 
-def step_coefficients(process, param, t: float, t_next: float, history: torch.Tensor, variable) -> dict:
-    """Coefficients of the deterministic step t → t_next with ε known at the ``history`` times (t first):
-    Φ(τ' − τ), W (p, k, k) and, for gDDIM, φ' and R' (the matrix multiplying ε_0)."""
-    k, q = process.order, process.noise_scale
-    tau_next = process.tau(times(t_next))
-    Phi = torch.linalg.inv(process.transition(t_next, t)[0].reshape(k, k))
-    nodes = variable(history)
-
-    def integrand(s: torch.Tensor) -> torch.Tensor:
-        back = torch.linalg.matrix_exp((tau_next - process.tau(s))[:, None, None] * process.sde.A)  # Φ(τ' − τ(s))
-        col = back[:, :, -1] * (q * process.b(s))[:, None]  # Φ Q e_k b(s), (m, k)
-        ell = lagrange_basis(nodes, variable(s))  # (m, p)
-        return -0.5 * torch.einsum("mp,mi,mj->mpij", ell, col, param.row(s))
-
-    coeffs = {"Phi": Phi, "W": integrate(integrand, geometric_edges(t_next, t))}
-    if isinstance(param, GDDIMNoise):
-        # ΦR + Σ_j W_j = R' exactly (the Dirac-data flow); use it, avoiding ΦR's cancellation
-        coeffs["phi_next"] = process.transition(0.0, t_next)[0].reshape(k, k)[:, 0]
-        coeffs["base"] = param.factor(torch.tensor([t_next], dtype=F64))[0]
-    return coeffs
-
-
 def integrator_plan(process, ts: torch.Tensor, options: dict) -> dict:
-    """Per-step coefficients for a grid, stacked over steps (host float64, cached per grid), with
-    Adams–Bashforth warm-up (orders 1, 2, … on the first steps; the unused history weights are zero):
-    ε-steps (``W``, and ``W_corr`` for the corrector) for prediction 'noise', x̂_0-steps (expint_stochastic.py)
-    for prediction 'data'."""
-    order, lam, corrector = options["order"], options["stochasticity"], options["corrector"]
+    """Per-step coefficients for a grid (expint_plan.py), stacked over steps (host float64, cached per grid),
+    with warm-up (orders 1, 2, … on the first steps; the unused history weights are zero)."""
     variable = {"t": lambda t: t, "tau": process.tau, "log_t": torch.log}[options["extrapolate"]]
 
     def build():
-        if options["prediction"] == "data":  # all steps in one batched evaluation; x̂_0 = E[x_0|z]
-            plan = data_prediction_steps(process, ts, order, lam, variable, corrector)
-            plan["r_inv"], plan["p"], plan["phi"] = tweedie_projection(process, ts[:-1])
-            return plan
-        param = noise_parametrisation(process, options["kt"])
-        steps = []
-        for i in range(len(ts) - 1):
-            history = ts[max(0, i + 1 - order) : i + 2].flip(0)  # t_{i+1}, t_i, t_{i−1}, …
-            t, t_next = float(ts[i]), float(ts[i + 1])
-            steps.append(step_coefficients(process, param, t, t_next, history[1:], variable))
-            if corrector:
-                steps[-1]["W_corr"] = step_coefficients(process, param, t, t_next, history, variable)["W"]
-        plan = {name: stack_padded([step[name] for step in steps]) for name in steps[0]}
-        plan.update(param.step_constants(ts[:-1]))
+        steps = StepIntervals(ts, options["order"], variable, options["corrector"])
+        if options["prediction"] == "noise":
+            return noise_prediction_steps(process, noise_parametrisation(process, options["kt"]), steps)
+        plan = data_prediction_steps(process, steps, options["stochasticity"])
+        plan["r_inv"], plan["p"], plan["phi"] = tweedie_projection(process, ts[:-1])  # x̂_0 = E[x_0|z] at t_i
         return plan
 
     key = ("plan", process_key(process), tuple(ts.tolist()), tuple(sorted(options.items())))
     return cached(key, build)
-
-
-def stack_padded(values: list[torch.Tensor]) -> torch.Tensor:
-    """Stack per-step tensors; history weights (fewer rows on the first steps) are zero-padded."""
-    rows = max(v.shape[0] for v in values)
-    if all(v.shape == values[0].shape for v in values):
-        return torch.stack(values)
-    out = values[0].new_zeros((len(values), rows, *values[0].shape[1:]))
-    for i, v in enumerate(values):
-        out[i, : v.shape[0]] = v
-    return out
 
 
 def resolve_options(options: dict) -> dict:

@@ -1,4 +1,9 @@
-"""Data-prediction steps of ``sampler=expint`` (λ > 0), in x̂_0 = E[x_0|z]: the plan (per-step weights) for a grid.
+"""The plans of ``sampler=expint``: per-step weights for a whole grid, built in batched float64 (no loop over steps).
+
+**Noise prediction** (λ = 0, samplers/expint.py): z' = Φ(τ' − τ) z + Σ_j W_j ε_j with
+W_j = −½ ∫_{t'}^{t} Φ(τ' − τ(s)) b(s) Q c(s)ᵀ ℓ_j(s) ds (c the score row of K_t), by Gauss–Legendre.
+
+**Data prediction** (any λ), in x̂_0 = E[x_0|z]:
 
 With the phase-space Tweedie form of the noised-block score, s = −p_tᵀ(z − φ_t x̂_0) (p_t the last row of Σ_t⁻¹,
 φ_t = Φ(τ_t) e_1; processes/noise_factor.py), the reverse dynamics of expint.py are linear in z with an
@@ -72,10 +77,9 @@ class StepIntervals:
         return out
 
 
-def data_prediction_steps(process, ts, order: int, lam: float, variable, corrector: bool = False) -> dict:
-    """Ψ (n, k, k), V (n, order, k), V_corr (n, order + 1, k) if ``corrector`` and the PSD root of C (n, k, k)
-    for the n steps of the grid ``ts`` (descending); unused history weights (first steps) are zero."""
-    steps = StepIntervals(ts, order, variable, corrector)
+def data_prediction_steps(process, steps: StepIntervals, lam: float) -> dict:
+    """Ψ (n, k, k), V (n, order, k), V_corr (n, order + 1, k) with the corrector, and the PSD root of C (n, k, k)
+    for the n steps; unused history weights (first steps) are zero."""
     if lam in (0.0, 1.0):
         return closed_form_steps(process, steps, lam)
     return ode_steps(process, steps, lam)
@@ -124,10 +128,33 @@ def closed_form_steps(process, steps: StepIntervals, lam: float) -> dict:
     return {"Psi": R_lo @ U @ r_inv_hi, "root": psd_sqrt(C), **split_weights(V, steps)}
 
 
-def split_weights(V: torch.Tensor, steps: StepIntervals) -> dict:
+def split_weights(V: torch.Tensor, steps: StepIntervals, name: str = "V") -> dict:
+    """The predictor's weights ``name`` and the corrector's ``name``_corr from one stacked integral."""
     sizes = [times.shape[1] for times, _ in steps.nodes]
     parts = V.split(sizes, dim=1)
-    return {"V": parts[0], **({"V_corr": parts[1]} if len(parts) > 1 else {})}
+    return {name: parts[0], **({f"{name}_corr": parts[1]} if len(parts) > 1 else {})}
+
+
+def noise_prediction_steps(process, param, steps: StepIntervals) -> dict:
+    """Φ(τ' − τ) (n, k, k), W (n, order, k, k) and W_corr (n, order + 1, k, k) of the ε-steps for the noise
+    parametrisation ``param`` (samplers/expint.py); for gDDIM also φ' and R' (``eps_update``'s stable form)."""
+    A, q, tau, k = process.sde.A, process.noise_scale, process.tau, process.order
+    tau_lo = tau(steps.lo)
+
+    def integrand(r):  # (m, n, sets·p, k, k)
+        s = steps.s(r)
+        back = torch.linalg.matrix_exp((tau_lo[:, None] - tau(s))[..., None, None] * A)  # Φ(τ' − τ(s))
+        col = back[..., :, -1] * (q * process.b(s))[..., None]  # Φ Q e_k b(s), (n, m, k)
+        row = param.row(s.reshape(-1)).reshape(*s.shape, k)
+        ell = torch.cat(steps.weights(s), dim=-1)
+        return -0.5 * torch.einsum("nmp,nmi,nmj->mnpij", ell, col, row)
+
+    W = integrate(integrand, [0.0, 1.0], n=12, floor_rtol=1e-6, max_refinements=4)  # floor: as closed_form_steps
+    plan = {"Phi": torch.linalg.inv(process.transition(steps.lo, steps.hi)[0]), **split_weights(W, steps, "W")}
+    if hasattr(param, "factor"):  # gDDIM: ΦR + Σ_j W_j = R' exactly (the point-mass flow)
+        plan["phi_next"] = process.transition(torch.zeros_like(steps.lo), steps.lo)[0][:, :, 0]
+        plan["base"] = param.factor(steps.lo)
+    return {**plan, **param.step_constants(steps.hi)}
 
 
 def ode_steps(process, steps: StepIntervals, lam: float) -> dict:
