@@ -42,26 +42,15 @@ def with_trained_weights_as_ema(ckpt: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("ckpt")
-    p.add_argument("out")
-    p.add_argument("--n", type=int, default=256)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--nfe", type=int, nargs="+", default=[50, 100])
-    p.add_argument("--sampler", action="append", required=True)
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    args = p.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = args.ckpt if args.weights == "ema" else str(with_trained_weights_as_ema(args.ckpt, out / "raw_weights.ckpt"))
+def run_evaluations(args, ckpt: str, out: Path) -> list[dict]:
+    """evaluate.py per seed × sampler (seeds outermost, so a run cut short has every sampler at the first seeds);
+    a run directory that already has its metrics.csv is reused."""
     env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
     rows = []
-    for spec in args.sampler:
-        name, rest = spec.split("=", 1)
-        sampler, *overrides = rest.split()
-        for seed in args.seeds:
+    for seed in args.seeds:
+        for spec in args.sampler:
+            name, rest = spec.split("=", 1)
+            sampler, *overrides = rest.split()
             run_dir = out / f"{name}_seed{seed}"
             if not (run_dir / "metrics.csv").is_file():
                 nfe = "[" + ",".join(map(str, args.nfe)) + "]"
@@ -81,6 +70,24 @@ def main() -> None:
                 subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
             for r in csv.DictReader(open(run_dir / "metrics.csv")):
                 rows.append({"name": name, "seed": seed, **r})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("ckpt")
+    p.add_argument("out")
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--nfe", type=int, nargs="+", default=[50, 100])
+    p.add_argument("--sampler", action="append", required=True)
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = args.ckpt if args.weights == "ema" else str(with_trained_weights_as_ema(args.ckpt, out / "raw_weights.ckpt"))
+    rows = run_evaluations(args, ckpt, out)
     # the data's floor (test vs train) with the same kernels
     import torch
 
@@ -97,8 +104,8 @@ def main() -> None:
         f"checkpoint `{args.ckpt}` ({args.weights} weights), {args.n} generated graphs vs the {len(test)} test graphs, "
         f"seeds {args.seeds}; mean ± std over seeds",
         "",
-        "| sampler | NFE | degree | cluster | orbit | avg | s/run |",
-        "|---|---|---|---|---|---|---|",
+        "| sampler | NFE | seeds | degree | cluster | orbit | avg | s/run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     keys = ("degree", "cluster", "orbit", "avg")
     for name in dict.fromkeys(r["name"] for r in rows):
@@ -109,8 +116,8 @@ def main() -> None:
                 v = np.array([float(r[k]) for r in sel])
                 cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}")
             secs = np.mean([float(r["seconds"]) for r in sel])
-            lines.append(f"| {name} | {nfe} | " + " | ".join(cells) + f" | {secs:.0f} |")
-    lines.append("| data floor (test vs train) | – | " + " | ".join(f"{floor[k]:.4f}" for k in keys) + " | – |")
+            lines.append(f"| {name} | {nfe} | {len(sel)} | " + " | ".join(cells) + f" | {secs:.0f} |")
+    lines.append("| data floor (test vs train) | – | – | " + " | ".join(f"{floor[k]:.4f}" for k in keys) + " | – |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
