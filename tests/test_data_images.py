@@ -103,7 +103,7 @@ def test_cifar10_random_flip(tmp_path):
     _fake_cifar(tmp_path)
     dm = CIFAR10DataModule(root=tmp_path, random_flip=True)
     dm.setup()
-    x = dm.train_set.images[0].float() / 127.5 - 1
+    x = dm.train_set.rows[0].float() / 127.5 - 1
     seen = {bool(torch.equal(dm.train_set[0], x.flip(-1))) for _ in range(40)}
     assert seen == {True, False}
 

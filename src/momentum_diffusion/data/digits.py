@@ -10,22 +10,9 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from .sampling import resumable_loader
-
-
-class TensorImages(Dataset):
-    """A dataset over a float tensor (N, C, H, W) whose items are plain tensors (no labels)."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index]
+from .sampling import TensorRows, resumable_loader
 
 
 def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +101,7 @@ class DigitsDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return resumable_loader(  # order from (seed, epoch); position in the epoch is checkpointed
-            TensorImages(self.train_images),
+            TensorRows(self.train_images),
             batch_size=self.batch_size,
             seed=self.seed,
             drop_last=len(self.train_images) > self.batch_size,
@@ -126,7 +113,7 @@ class DigitsDataModule(pl.LightningDataModule):
         loop (the samples are evaluated by ``SampleEvaluation``), and Lightning warns about a loader it skips."""
         self.setup()
         images = self.val_images if len(self.val_images) > 0 else self.train_images
-        return DataLoader(TensorImages(images), batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(TensorRows(images), batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def evaluate(self, samples: torch.Tensor, seed: int = 0) -> dict[str, float]:
         """The digits' own metric: Fréchet distance in the project's digits-classifier features (not FID)."""

@@ -30,10 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .digits import TensorImages
 from .errors import DataNotFoundError
 from .graph_layout import GraphLayout
-from .sampling import resumable_loader
+from .sampling import TensorRows, resumable_loader
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +326,7 @@ class GraphDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return resumable_loader(
-            TensorImages(self.train_vectors),
+            TensorRows(self.train_vectors),
             batch_size=self.batch_size,
             seed=self.seed,
             drop_last=len(self.train_vectors) > self.batch_size,
@@ -337,7 +336,7 @@ class GraphDataModule(pl.LightningDataModule):
     def eval_dataloader(self) -> DataLoader:
         """The test split in order (not a Lightning hook: training has no validation step)."""
         self.setup()
-        return DataLoader(TensorImages(self.test_vectors), batch_size=self.batch_size, shuffle=False)
+        return DataLoader(TensorRows(self.test_vectors), batch_size=self.batch_size, shuffle=False)
 
     def reference_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n test-split vectors (repeated cyclically; shuffled by ``generator`` if given)."""

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import DataNotFoundError
-from .sampling import resumable_loader
+from .sampling import TensorRows, resumable_loader
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -36,18 +36,15 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32) / 127.5 - 1.0
 
 
-class UInt8Images(Dataset):
+class UInt8Images(TensorRows):
     """Items of a uint8 tensor (N, C, H, W) as float32 in [-1, 1], with an optional random horizontal flip."""
 
     def __init__(self, images: torch.Tensor, random_flip: bool = False):
-        self.images = images
+        super().__init__(images)
         self.random_flip = random_flip
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
     def __getitem__(self, index: int) -> torch.Tensor:
-        x = to_unit_range(self.images[index])
+        x = to_unit_range(self.rows[index])
         if self.random_flip and torch.rand(()) < 0.5:
             x = x.flip(-1)
         return x
@@ -102,17 +99,6 @@ class _ImageDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return resumable_loader(  # order from (seed, epoch); position in the epoch is checkpointed
@@ -127,7 +113,10 @@ class _ImageDataModule(pl.LightningDataModule):
     def eval_dataloader(self) -> DataLoader:
         """The held-out split in a fixed order (not Lightning's ``val_dataloader``: training has no validation loop)."""
         self.setup()
-        return self._loader(self.val_set if len(self.val_set) > 0 else self._eval_view(self.train_set), False)
+        dataset = self.val_set if len(self.val_set) > 0 else self._eval_view(self.train_set)
+        return DataLoader(
+            dataset, batch_size=self.batch_size, num_workers=self.num_workers, persistent_workers=self.num_workers > 0
+        )
 
     def _eval_view(self, dataset: Dataset) -> Dataset:  # pragma: no cover - overridden
         return dataset

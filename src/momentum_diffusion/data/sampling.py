@@ -30,7 +30,21 @@ import warnings
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+
+
+class TensorRows(Dataset):
+    """A dataset over a tensor (N, …) whose items are its rows, with no labels; a list of indices (a
+    BatchSampler's) gives the whole batch in one indexing."""
+
+    def __init__(self, rows: torch.Tensor):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return self.rows[index]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -10,24 +10,11 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from ..choices import check_choice
 from ..exact import GaussianMixture, load_gmm
-from .sampling import ResumableDataLoader, ResumableRandomSampler
-
-
-class _Rows(Dataset):
-    """Indexable by a list of row indices (used with a BatchSampler): returns the (B, d) tensor directly."""
-
-    def __init__(self, x: torch.Tensor):
-        self.x = x
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, index):
-        return self.x[index]
+from .sampling import ResumableDataLoader, ResumableRandomSampler, TensorRows
 
 
 class _VectorDataModule(pl.LightningDataModule):
@@ -52,7 +39,7 @@ class _VectorDataModule(pl.LightningDataModule):
             self.val_data = self.reference_data(self.n_val, gen)
 
     def _loader(self, x: torch.Tensor, train: bool) -> DataLoader:
-        ds = _Rows(x)
+        ds = TensorRows(x)
         if train:
             base = ResumableRandomSampler(len(ds), self.seed + 1)  # resumable mid-epoch (data/sampling.py)
             drop_last = len(ds) >= self.batch_size
