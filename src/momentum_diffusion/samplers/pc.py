@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..choices import check_choice
-from ..processes.core import apply_blocks, like, psd_sqrt, spread_blocks
+from ..processes.core import apply_blocks, like, spread_blocks
 from .base import FixedStepRun, SamplerConfigError, noise_like, sampler
 from .em import euler_maruyama_step
 
@@ -28,10 +28,7 @@ PREDICTORS = ("auto", "reverse_diffusion", "euler_maruyama")
 
 
 def resolve_predictor(process, predictor: str) -> str:
-    """``auto``: reverse diffusion for VE (no drift; score_sde's VE configs), Euler–Maruyama otherwise.
-    Reverse diffusion on order > 1 is consistent as Δτ → 0 but unstable over large steps: its noise Σ_h^{1/2} ξ
-    enters every block while only the noised block's score corrects it (measured: mode-KL up to 1e7 on
-    CLD/HOLD below ~150 NFE, docs/ams_speedup.md), hence not the default there."""
+    """``auto``: reverse diffusion for VE (no drift; score_sde's VE configs), Euler–Maruyama otherwise."""
     check_choice("sampler.predictor", predictor, PREDICTORS, SamplerConfigError)
     if predictor == "auto":
         is_ve = process.order == 1 and not bool(process.sde.A.any())
@@ -44,19 +41,30 @@ class PredictorPlan:
     before the loop and moved to the state's device once; the loop only indexes them).
 
     α_i = Φ_kk(Δτ_i)²: score_sde's α (1 − β_i for VP, 1 for VE) generalised to one step of the block process.
-    Reverse diffusion (score_sde's predictor, generalised to blocks): z ← (2I − Φ) z + Σ_h[:, k] s + Σ_h^{1/2} ξ
-    with Φ, Σ_h the exact forward transition of the step. Euler–Maruyama: ``em.euler_maruyama_step``.
+
+    Reverse diffusion (Song et al. 2021, eq. 46 and App. E), for every order: discretise the forward SDE as
+    z_{i+1} = Φ z_i + G ξ with Φ = exp(Δτ A) and G = sqrt(Δτ Q) — noise in the noised block only, as in the SDE
+    (the exact transition's Σ_h would put noise in every block, which no score corrects) — and reverse that
+    step: z_i = (2I − Φ) z_{i+1} + G Gᵀ ∇ log p + G ξ. Since G Gᵀ = Δτ q e_k e_kᵀ, only the noised-block score
+    enters: z ← (2I − Φ) z + Δτ q s e_k + sqrt(Δτ q) ξ e_k. Order 1 gives score_sde's predictor: VE exactly
+    (σ²_{i+1} − σ²_i), VP with 2 − e^{−β/2} for 2 − sqrt(1 − β). Euler–Maruyama: ``em.euler_maruyama_step``.
     """
 
     def __init__(self, process, kind: str, taus: torch.Tensor):
         self.process, self.kind = process, kind
         dtaus = taus[:-1] - taus[1:]
-        Phi, Sigma = process.sde.transition(dtaus)
+        Phi = process.sde.transition(dtaus)[0]
         self.dtaus, self.alphas = dtaus.tolist(), (Phi[:, -1, -1] ** 2).tolist()
         self.matrices = {}
         if kind == "reverse_diffusion":
-            eye = torch.eye(process.order, dtype=torch.float64)
-            self.matrices = {"mean": 2 * eye - Phi, "score_col": Sigma[:, :, -1], "root": psd_sqrt(Sigma)}
+            k = process.order
+            last = torch.eye(k, dtype=torch.float64)[-1]
+            variance = dtaus * process.noise_scale  # Δτ q, the noised block's share of Δτ Q
+            self.matrices = {
+                "mean": 2 * torch.eye(k, dtype=torch.float64) - Phi,
+                "score_col": variance[:, None] * last,
+                "noise_col": variance.sqrt()[:, None] * last,
+            }
 
     def to(self, z: torch.Tensor) -> PredictorPlan:
         self.matrices = {name: like(m, z) for name, m in self.matrices.items()}
@@ -67,7 +75,7 @@ class PredictorPlan:
             return euler_maruyama_step(self.process, z, s, self.dtaus[i], generator)
         m = {name: like(value, z)[i] for name, value in self.matrices.items()}
         z_mean = apply_blocks(m["mean"], z) + spread_blocks(m["score_col"], s)
-        return z_mean + apply_blocks(m["root"], noise_like(z, generator))
+        return z_mean + spread_blocks(m["noise_col"], noise_like(z[:, -1], generator))
 
 
 @sampler("pc")
@@ -88,7 +96,7 @@ def predictor_corrector(
     snr_steps: int | None = None,
 ):
     """Per step: ``n_corrector`` Langevin steps at t, then one predictor step (NFE = steps·(1 + n_corrector)).
-    ``predictor``: auto | reverse_diffusion (order 1 only) | euler_maruyama (``resolve_predictor``).
+    ``predictor``: auto | reverse_diffusion | euler_maruyama (``resolve_predictor``, ``PredictorPlan``).
     ``snr_steps``: with more steps than this, the corrector's snr shrinks as sqrt(snr_steps / steps). A Langevin
     step of fixed size ε ∝ snr² leaves an O(ε) bias that no number of steps removes (VE + PC at 1000 NFE stays
     1.7× fresh data's mode-KL on anisotropic_4d); shrinking ε ∝ 1/steps makes PC converge. None (default):
