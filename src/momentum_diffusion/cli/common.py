@@ -26,8 +26,7 @@ from ..lightning.checkpointing import (
     weights_identity,
 )
 from ..lightning.module import DiffusionModule
-from ..samplers import configure, valid_samplers
-from ..samplers.base import SamplerConfigError
+from ..samplers import check_support, configure
 from ..samplers.budget import single_budget
 
 
@@ -221,12 +220,7 @@ def to_dict(cfg) -> dict:
 def build_sampler(sampler_cfg, process):
     """Instantiate a sampler partial and validate it against the process before any work."""
     sampler = configure(instantiate(sampler_cfg))
-    fn = sampler.func
-    if not fn.supports(process):
-        raise SamplerConfigError(
-            f"sampler '{fn.sampler_name}' does not support diffusion '{process.name}' ({fn.requirement}); "
-            f"valid samplers for {process.name}: {', '.join(valid_samplers(process))}"
-        )
+    check_support(sampler, process)
     if "nfe" in sampler.keywords:  # sampler.nfe: N or a list (the largest; loops over it use nfe_budgets)
         sampler = configure(sampler, nfe=single_budget(sampler.keywords["nfe"]))
     return sampler

@@ -210,7 +210,6 @@ class DiffusionModule(pl.LightningModule):
         sampler = sampler or self.sampler
         if sampler is None:
             raise ValueError("no sampler configured")
-        check_support(sampler, self.process)
         score = self.score_fn(ema=True, observer=observer)
         parts = getattr(self.ema, "coordinate_parts", None)
         if parts is not None:  # coordinate groups a sampler may treat separately (AMS on graphs: X | A | mask)

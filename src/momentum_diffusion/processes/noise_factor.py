@@ -22,7 +22,6 @@ model (``ScoreModel.noise_factor``) and compared by samplers (samplers/base.py `
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,39 +30,14 @@ from scipy.integrate import solve_ivp
 
 from ..choices import check_choice
 from .core import F64, combine_blocks
+from .memo import cached, process_key
 from .quadrature import integrate
 
 KT_CHOICES = ("cholesky", "gddim")
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 64
 
 
 class NoiseFactorError(ValueError):
     """Unknown K_t choice, or one the process cannot support."""
-
-
-def cached(key, build):
-    """A small LRU cache for per-process precomputations (processes are unhashable dataclasses)."""
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    value = _CACHE[key] = build()
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return value
-
-
-def process_key(process) -> tuple:
-    """Everything a process's kernel depends on."""
-    arrays = (process.sde.A, process.sde.Q, process.initial_cov)
-    return (
-        process.name,
-        *(a.numpy().tobytes() for a in arrays),
-        repr(process.schedule),
-        process.t_min,
-        process.t_max,
-        process.kernel_jitter,
-    )
 
 
 def times(t) -> torch.Tensor:
@@ -175,8 +149,12 @@ def data_posterior_mean(process, z: torch.Tensor, s: torch.Tensor, t: float, pro
     The kernel's noised-block score is linear in x_0: s = −p_tᵀ(z − φ_t E[x_0|z]) with p_t the last row of
     Σ_t⁻¹ and φ_t = Φ(τ_t) e_1, so E[x_0|z] = (s + p_tᵀz) / p_tᵀφ_t (p_tᵀφ_t ≠ 0 for every process here).
     ``projection``: (R_t⁻¹, p_t, φ_t) at this one time if the caller already has them (e.g. a sampler's plan).
+    For order 1 this is Tweedie's formula (z + σ_t² s) / α_t, from the kernel itself (no R_t to integrate).
     """
-    if projection is None:
+    if projection is None and process.order == 1:
+        Phi, cov, _ = process.kernel(times(t))
+        projection = (None, 1.0 / cov[0, 0], Phi[0, :, 0])
+    elif projection is None:
         projection = [x[0] for x in tweedie_projection(process, t)]
     _, p, phi = projection
     z64 = z.to(F64)

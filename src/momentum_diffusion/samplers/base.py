@@ -106,10 +106,14 @@ def configure(sampler, **overrides) -> functools.partial:
 
 
 def check_support(sampler, process: Process) -> None:
+    """The one "does this sampler run on this process" check (config time, module construction, call time)."""
     fn, _ = unwrap(sampler)
     if not fn.supports(process):
+        from . import valid_samplers  # the package's list of samplers (base is imported by each of them)
+
         raise SamplerConfigError(
-            f"sampler '{fn.sampler_name}' does not support diffusion '{process.name}' ({fn.requirement})"
+            f"sampler '{fn.sampler_name}' does not support diffusion '{process.name}' ({fn.requirement}); "
+            f"valid samplers for {process.name}: {', '.join(valid_samplers(process))}"
         )
 
 
@@ -191,9 +195,6 @@ def final_denoise(process: Process, score: ScoreFn, z: torch.Tensor, t: float, m
     check_denoise(method)
     s = score(z, t)
     if method == "tweedie" or (method is True and process.order == 1):
-        if process.order == 1:
-            Phi, cov, _ = process.kernel(torch.tensor(t, dtype=torch.float64))
-            return (z + float(cov[0, 0]) * s.unsqueeze(1)) / float(Phi[0, 0])
         out = z.clone()
         out[:, 0] = data_posterior_mean(process, z, s, t).to(z.dtype)
         return out
