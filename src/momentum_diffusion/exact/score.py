@@ -22,11 +22,10 @@ through the eigenvalue λ, so they are computed once per distinct eigenvalue.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 
 from ..processes.core import like
+from ..processes.memo import LRUCache
 from .mixture import F64, LOG_2PI, GaussianMixture
 
 __all__ = ["ExactScore"]
@@ -185,7 +184,7 @@ class ExactScore:
         self.d = d = gmm.dim
         self.cache_size = cache_size
         self.chunk_elems = chunk_elems
-        self._cache: OrderedDict[float, list] = OrderedDict()
+        self._coefficient_cache = LRUCache(cache_size)  # per-t k×k quantities, for samplers' shared times
 
         covs = gmm.covs
         diag = torch.diagonal(covs, dim1=-2, dim2=-1)  # (K, d)
@@ -235,15 +234,7 @@ class ExactScore:
 
     def _scalar_coefficients(self, t: float) -> list[dict]:
         key = float(t)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        c = self._coefficients(torch.tensor(key, dtype=F64))
-        if self.cache_size > 0:
-            self._cache[key] = c
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return c
+        return self._coefficient_cache.get(key, lambda: self._coefficients(torch.tensor(key, dtype=F64)))
 
     # ---- evaluation -------------------------------------------------------------------------------
     def _evaluate_chunk(self, z, coeffs, batched, need_score):
