@@ -15,6 +15,7 @@ score −K_t⁻ᵀ ε_gauss = −Σ_gauss⁻¹ z is exact for Gaussian data N(0,
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from ..processes.core import Process
@@ -46,8 +47,9 @@ class ScoreModel(nn.Module):
         if self.observer is not None:
             self.observer()
         t = self._time(z, t)
-        out = self.net(z.flatten(1, 2), t.to(device=z.device, dtype=torch.float32))
-        out = out.reshape(z.shape[0], self.blocks, *z.shape[2:])
+        # the k blocks concatenated on channels (images) or features (vectors), and the m predicted blocks back
+        out = self.net(rearrange(z, "b k c ... -> b (k c) ..."), t.to(device=z.device, dtype=torch.float32))
+        out = rearrange(out, "b (m c) ... -> b m c ...", m=self.blocks)
         if self.mixed_score:
             out = out + self.gaussian_noise(z, t)
         return out
