@@ -1,10 +1,10 @@
-"""Fast-sampling benchmark (cli/fast_sampling.py): first-reach logic, target, and a tiny end-to-end run."""
+"""Fast-sampling benchmark (reports/fast_sampling.py): first-reach logic, target, and a tiny end-to-end run."""
 
 import math
 
 import pytest
 
-from momentum_diffusion.cli import fast_sampling as fs
+from momentum_diffusion.reports import fast_sampling as fs
 
 
 def rows_of(values, key="nfe_budget"):

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
+from ..cli.benchmark import benchmark_floors, run_benchmark
 from ..exact import load_gmm
-from ..reports.benchmark_grid import STANDARD_NFE, build, bundled_specs
 from ..samplers import configure, valid_samplers
 from ..tables import read_rows, write_rows
-from .benchmark import benchmark_floors, run_benchmark
+from .benchmark_grid import STANDARD_NFE, build, bundled_specs
 
 log = logging.getLogger(__name__)
 
