@@ -488,7 +488,7 @@ def test_samplers_do_not_modify_prior_z(name):
     assert torch.equal(z0, keep)
 
 
-@pytest.mark.parametrize("fn", [sscs, lie_trotter, functools.partial(lie_trotter, symmetric=True)])
+@pytest.mark.parametrize("fn", [sscs, lie_trotter])
 def test_splitting_on_ve_raises_before_any_score_call(fn):
     process = ve()
     score = Counting(score_fn(process, M, S))
