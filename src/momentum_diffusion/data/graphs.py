@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..choices import check_choice
 from .errors import DataNotFoundError
 from .graph_layout import GraphLayout
 from .sampling import TensorRows, resumable_loader
@@ -153,10 +154,8 @@ def load_graphs(
     name: str, root: str | Path | None = None, source: str = "auto", n_generate: int = 100, generate_seed: int = 0
 ) -> list:
     """The graph list of a data set, in its published order (see the module docstring for ``source``)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown graph data set {name!r}; choose {', '.join(DATASETS)}")
-    if source not in ("auto", "json", "raw", "generate"):
-        raise ValueError(f"data.source must be auto, json, raw or generate, got {source!r}")
+    check_choice("graph data set", name, DATASETS)
+    check_choice("data.source", source, ("auto", "json", "raw", "generate"))
     root_path = Path(root).expanduser() if root else None
     if source in ("auto", "json") and root_path is not None and (root_path / DATASETS[name]).is_file():
         return read_graph_json(root_path / DATASETS[name])

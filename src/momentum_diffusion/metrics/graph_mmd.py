@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..choices import check_choice
 from .graph_orbits import graph_orbit_counts
 
 SIGMA = {"degree": 1.0, "cluster": 0.1, "orbit": 30.0}
@@ -88,6 +89,8 @@ def mmd2_vectors(ref: np.ndarray, gen: np.ndarray, sigma: float) -> float:
 def graph_mmds(ref_graphs, gen_graphs, metrics=("degree", "cluster", "orbit")) -> dict[str, float]:
     """{degree, cluster, orbit, avg} MMD² of gen_graphs against ref_graphs (empty graphs dropped; nan if a
     set is empty) and ``n_empty`` = the number of empty generated graphs."""
+    for name in metrics:
+        check_choice("graph metric", name, ("degree", "cluster", "orbit"))
     ref = [G for G in ref_graphs if G.number_of_nodes() > 0]
     gen = [G for G in gen_graphs if G.number_of_nodes() > 0]
     out: dict[str, float] = {}
@@ -105,14 +108,12 @@ def graph_mmds(ref_graphs, gen_graphs, metrics=("degree", "cluster", "orbit")) -
                 SIGMA["cluster"],
                 scale=CLUSTER_BINS,
             )
-        elif name == "orbit":
+        else:  # orbit
             out[name] = mmd2_vectors(
                 np.stack([orbit_descriptor(G) for G in ref]),
                 np.stack([orbit_descriptor(G) for G in gen]),
                 SIGMA["orbit"],
             )
-        else:
-            raise ValueError(f"unknown graph metric {name!r}; choose degree, cluster, orbit")
     out["avg"] = float(np.mean([out[m] for m in metrics]))
     out["n_empty"] = float(len(gen_graphs) - len(gen))
     return out

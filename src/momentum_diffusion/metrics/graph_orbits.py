@@ -20,6 +20,8 @@ import itertools
 
 import numpy as np
 
+from ..choices import check_choice
+
 N_ORBITS = 15
 
 # 4-node graphlets: sorted degree sequence → {degree: orbit}
@@ -92,10 +94,8 @@ def node_orbit_counts(adjacency: np.ndarray, method: str = "auto") -> np.ndarray
     n = a.shape[0]
     counts = np.zeros((n, N_ORBITS), np.int64)
     counts[:, 0] = a.sum(1)
-    if method == "auto":
+    if check_choice("orbit counting method", method, ("auto", "dense", "sparse")) == "auto":
         method = "dense" if n <= 30 else "sparse"
-    if method not in ("dense", "sparse"):
-        raise ValueError(f"method must be auto, dense or sparse, got {method!r}")
     sparse_sets = _connected_subsets(a) if method == "sparse" else None
     for k in (3, 4):
         table = _TABLES[k]

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from momentum_diffusion.choices import check_choice
+
 __all__ = ["GaussianFourierEmbedding", "SinusoidalEmbedding", "make_time_embedding", "broadcast_time"]
 
 
@@ -71,8 +73,6 @@ class SinusoidalEmbedding(nn.Module):
 
 def make_time_embedding(kind: str, dim: int, fourier_scale: float = 16.0) -> nn.Module:
     """Build the embedding named by ``kind`` ('fourier' or 'positional'); a plain choice, not a registry."""
-    if kind == "fourier":
+    if check_choice("time_embedding", kind, ("fourier", "positional")) == "fourier":
         return GaussianFourierEmbedding(dim, scale=fourier_scale)
-    if kind == "positional":
-        return SinusoidalEmbedding(dim)
-    raise ValueError(f"time_embedding must be 'fourier' or 'positional', got {kind!r}")
+    return SinusoidalEmbedding(dim)
