@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-F64 = torch.float64
+from .core import F64
 
 
 @lru_cache(maxsize=8)

@@ -48,14 +48,13 @@ from __future__ import annotations
 import torch
 
 from ..choices import check_choice
-from ..processes.core import apply_blocks, combine_blocks, like, spread_blocks
+from ..processes.core import F64, apply_blocks, combine_blocks, like, spread_blocks
 from ..processes.noise_factor import (
     NoiseFactor,
     cached,
     data_posterior_mean,
     gddim_factor,
     process_key,
-    times,
     tweedie_projection,
 )
 from .base import (
@@ -71,7 +70,6 @@ from .base import (
 )
 from .expint_plan import StepIntervals, data_prediction_steps, noise_prediction_steps
 
-F64 = torch.float64
 EXTRAPOLATION = ("t", "tau", "log_t")
 PREDICTIONS = ("noise", "data")
 # The one place expint's defaults live (conf/sampler/expint.yaml leaves these null); docs/fast_sampling.md

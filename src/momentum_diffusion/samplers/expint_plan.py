@@ -40,11 +40,9 @@ from __future__ import annotations
 import torch
 from scipy.integrate import solve_ivp
 
-from ..processes.core import psd_sqrt
+from ..processes.core import F64, psd_sqrt
 from ..processes.noise_factor import gddim_factor
 from ..processes.quadrature import integrate, lagrange_basis
-
-F64 = torch.float64
 
 
 class StepIntervals:
