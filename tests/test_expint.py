@@ -24,7 +24,7 @@ from momentum_diffusion.processes.noise_factor import (
 )
 from momentum_diffusion.samplers import expint_plan
 from momentum_diffusion.samplers.base import SamplerConfigError, time_grid
-from momentum_diffusion.samplers.expint import DEFAULTS, GDDIMNoise, exponential_integrator
+from momentum_diffusion.samplers.expint import DEFAULTS, GDDIMNoise, defaults, exponential_integrator
 from momentum_diffusion.samplers.ode import probability_flow
 
 F64 = torch.float64
@@ -211,6 +211,7 @@ def test_config_leaves_defaults_to_the_function():
     fixed = {"process", "score_fn", "prior_z", "nfe", "generator"}
     options = set(inspect.signature(exponential_integrator).parameters) - fixed
     assert options == set(DEFAULTS) and all(cfg[name] is None for name in options)
+    assert set(defaults(hold())) == set(DEFAULTS) and defaults(hold())["prediction"] == "data"  # the k = 3 rule
 
 
 @pytest.mark.parametrize("make", [vp, cld, hold])
