@@ -74,6 +74,15 @@ def _scalar_or_vector(x) -> float | torch.Tensor:
     return float(x) if x.numel() == 1 else x.detach().reshape(-1).cpu()
 
 
+TRACED = ("beta", "rho", "eps", "eps_tilde")  # what ``trace`` records per corrector step, besides t
+
+
+def _trace_entry(t, beta, rho, eps, eps_tilde, part: int | None) -> dict:
+    """One corrector step of ``trace`` (and its coordinate group, with ``parts``)."""
+    entry = {"t": float(t), **{k: _scalar_or_vector(v) for k, v in zip(TRACED, (beta, rho, eps, eps_tilde))}}
+    return entry if part is None else {**entry, "part": part}
+
+
 def coordinate_groups(z: torch.Tensor, parts) -> list[slice]:
     """Slices of the flattened noised block for ``parts`` (sizes of consecutive coordinate groups; None = one)."""
     size = z[:, -1].flatten(1).shape[1]
@@ -155,16 +164,7 @@ def adaptive_momentum_langevin(
             st.m, st.g_prev, st.eps_tilde = m, gj, eps_tilde
             st.delta_norm = norm(delta, per_sample_norm)
             if trace is not None:
-                trace.append(
-                    {
-                        "t": float(t),
-                        "beta": _scalar_or_vector(beta),
-                        "rho": _scalar_or_vector(rho),
-                        "eps": _scalar_or_vector(eps),
-                        "eps_tilde": _scalar_or_vector(eps_tilde),
-                        **({} if single else {"part": j}),
-                    }
-                )
+                trace.append(_trace_entry(t, beta, rho, eps, eps_tilde, None if single else j))
     return z, (states[0] if single else states)
 
 
