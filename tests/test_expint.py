@@ -15,7 +15,7 @@ from gaussian import marginal, score_fn
 from momentum_diffusion.exact import ExactScore, load_gmm
 from momentum_diffusion.metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
 from momentum_diffusion.objectives import NoisePredictionObjective
-from momentum_diffusion.processes import apply_blocks, cld, hold, vp
+from momentum_diffusion.processes import apply_blocks, cld, hold, ve, vp
 from momentum_diffusion.processes.noise_factor import (
     NoiseFactor,
     NoiseFactorError,
@@ -211,7 +211,8 @@ def test_config_leaves_defaults_to_the_function():
     fixed = {"process", "score_fn", "prior_z", "nfe", "generator"}
     options = set(inspect.signature(exponential_integrator).parameters) - fixed
     assert options == set(DEFAULTS) and all(cfg[name] is None for name in options)
-    assert set(defaults(hold())) == set(DEFAULTS) and defaults(hold())["prediction"] == "data"  # the k = 3 rule
+    assert set(defaults(hold())) == set(DEFAULTS) and defaults(hold())["prediction"] == "data"  # the rule's k = 3 case
+    assert defaults(ve())["grid"] == "uniform" and defaults(vp())["grid"] == "quadratic"
 
 
 @pytest.mark.parametrize("make", [vp, cld, hold])

@@ -74,10 +74,12 @@ EXTRAPOLATION = ("t", "tau", "log_t")
 PREDICTIONS = ("noise", "data")
 # The one place expint's defaults live (conf/sampler/expint.yaml leaves these null); docs/fast_sampling.md
 # has the measurements behind them.
-# The rule: the probability-flow ODE (λ = 0) with the corrector on the quadratic grid, order 3 after correction;
-# ε-steps in gDDIM's K_t where ε extrapolates stably at 10–20 NFE (order k ≤ 2), x̂_0-steps for k = 3, where the
-# corrected ε-steps diverge below 50 NFE and a degree-2 x̂_0 polynomial overshoots on the grid's long first
-# steps (order 2, corrected to 3).
+# The rule: the probability-flow ODE (λ = 0) with the corrector, order 3 after correction, on a grid fine where
+# the noise level's log changes fast: quadratic in t for the polynomial schedules (VP, CLD, HOLD: σ² ∝ t, t³, t⁵
+# near 0), uniform in t for VE (σ = σ_min (σ_max/σ_min)^t is already geometric). ε-steps in gDDIM's K_t where ε
+# extrapolates stably at 10–20 NFE (order k ≤ 2); x̂_0-steps for k = 3, where corrected ε-steps diverge below
+# 50 NFE and a degree-2 x̂_0 polynomial overshoots on the grid's long first steps (order 2, corrected to 3).
+# docs/fast_sampling.md has the measurements.
 DEFAULTS = {
     "order": 3,
     "stochasticity": 0.0,
@@ -88,12 +90,12 @@ DEFAULTS = {
     "extrapolate": "t",
     "denoise": True,
 }
-DEFAULTS_BY_PROCESS_ORDER = {3: {"prediction": "data", "order": 2}}
+DEFAULTS_BY_PROCESS = {"ve": {"grid": "uniform"}, "hold": {"prediction": "data", "order": 2}}
 
 
 def defaults(process) -> dict:
-    """``DEFAULTS`` with the process order's exceptions (``DEFAULTS_BY_PROCESS_ORDER``)."""
-    return {**DEFAULTS, **DEFAULTS_BY_PROCESS_ORDER.get(process.order, {})}
+    """``DEFAULTS`` with the process's exceptions (``DEFAULTS_BY_PROCESS``, by ``process.name``)."""
+    return {**DEFAULTS, **DEFAULTS_BY_PROCESS.get(process.name, {})}
 
 
 class CholeskyNoise:
