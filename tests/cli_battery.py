@@ -6,6 +6,7 @@ of torch/Lightning/Hydra for the whole battery instead of one per case.
     python tests/cli_battery.py CASES.json RESULTS.json     (or run_battery(cases, tmp_path) from a test)
 
 CASES.json: a list of [script, [args…]]; RESULTS.json: a list of {"code": int, "stderr": str, "seconds": float}.
+A case ["@sha256", [path]] records the digest of a file at that point of the battery (in "stderr").
 """
 
 from __future__ import annotations
@@ -67,12 +68,21 @@ def run_battery(cases, workdir: Path, cwd: Path = REPO, timeout: int = 600) -> l
     return json.loads((workdir / "battery_results.json").read_text())
 
 
+def sha256_case(path: str) -> dict:
+    """The pseudo-case ``("@sha256", [path])``: the file's digest as "stderr" (between cases, to show that
+    the cases after it leave the file alone)."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else "missing"
+    return {"code": 0, "stderr": digest, "seconds": 0.0}
+
+
 def main() -> None:
     cases_path, results_path = sys.argv[1], sys.argv[2]
     cases = json.loads(Path(cases_path).read_text())
     os.environ.setdefault("MPLBACKEND", "Agg")
-    scripts = {name: load_script(name) for name in {c[0] for c in cases}}
-    results = [run_case(scripts[name], list(args)) for name, args in cases]
+    scripts = {name: load_script(name) for name in {c[0] for c in cases} if not name.startswith("@")}
+    results = [sha256_case(*args) if name == "@sha256" else run_case(scripts[name], list(args)) for name, args in cases]
     Path(results_path).write_text(json.dumps(results))
 
 

@@ -3,7 +3,6 @@ sample, evaluate, resume, and the bad-input battery (runs that need no checkpoin
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,14 +15,8 @@ from helpers import TINY_TRAIN, read_csv
 from helpers import run_script as run
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, digits_cache):
-    out = tmp_path_factory.mktemp("train")
-    run("train.py", *TINY_TRAIN, f"hydra.run.dir={out}")
-    return out
-
-
-def test_train_writes_checkpoint_grid_and_metric_per_nfe(trained):
+def test_train_writes_checkpoint_grid_and_metric_per_nfe(runs):
+    trained = succeeded(runs, "train")
     assert (trained / "checkpoints" / "last.ckpt").is_file()
     assert (trained / "grid.png").is_file()
     rows = read_csv(trained / "eval_metrics.csv")
@@ -33,10 +26,11 @@ def test_train_writes_checkpoint_grid_and_metric_per_nfe(trained):
 
 
 @pytest.fixture(scope="module")
-def sample_sweep(trained, tmp_path_factory) -> Path:
-    """One multirun for both sample tests: 2 samplers x 2 budgets, seeded (em at 6 NFE is job 1)."""
+def sample_sweep(runs, tmp_path_factory) -> Path:
+    """One multirun for both sample tests, in its own process: 2 samplers x 2 budgets, seeded (em at 6 NFE is
+    job 1)."""
     sweep = tmp_path_factory.mktemp("sample_sweep")
-    ckpt = trained / "checkpoints" / "last.ckpt"
+    ckpt = succeeded(runs, "train") / "checkpoints" / "last.ckpt"
     run("sample.py", "-m", f"ckpt={ckpt}", "sampler=em,sscs", "sampler.nfe=4,6", "n_samples=5", "seed=3",
         f"hydra.sweep.dir={sweep}")  # fmt: skip
     return sweep
@@ -48,10 +42,6 @@ def sweep_job(sweep: Path, *overrides: str) -> Path:
     match = [job for job in jobs if set(overrides) <= set(job.name.partition("_")[2].split(","))]
     assert len(match) == 1, (overrides, [job.name for job in jobs])
     return match[0]
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
@@ -89,14 +79,14 @@ def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
 
 
 @pytest.fixture(scope="module")
-def runs(trained, tmp_path_factory) -> SimpleNamespace:
-    """Every command line on the trained checkpoint except the seeded sweep, in ONE process through the
-    scripts' own __main__ path (tests/cli_battery.py): the bad inputs first, then a single sample run, two
-    evaluations and a resume — one interpreter start-up and one import of torch/Lightning/Hydra instead of one
-    per command (each costs ≈ 8 CPU s). Sequential, so the bad cases may share the run directory `out`."""
+def runs(tmp_path_factory, digits_cache) -> SimpleNamespace:
+    """Every command line but the seeded sample sweep, in ONE process through the scripts' own __main__ path
+    (tests/cli_battery.py): the tiny training run, then the bad inputs, then a single sample run, two
+    evaluations and a resume on its checkpoint — one interpreter start-up and one import of
+    torch/Lightning/Hydra instead of one per command (each costs ≈ 8 CPU s). Sequential, so the bad cases may
+    share the run directory `out`; the checkpoint's digest is taken after training and at the end."""
     tmp = tmp_path_factory.mktemp("runs")
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    before = digest(ckpt)
+    ckpt = tmp / "train" / "checkpoints" / "last.ckpt"
     bad = bad_inputs(ckpt, tmp / "bad")
     good = {
         "sample": ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=6", "n_samples=5", "seed=3",
@@ -108,12 +98,16 @@ def runs(trained, tmp_path_factory) -> SimpleNamespace:
         "resume": ("train.py", [*TINY_TRAIN, "trainer.max_steps=18", f"ckpt_path={ckpt}",
                                 f"hydra.run.dir={tmp / 'resume'}"]),
     }  # fmt: skip
-    results = run_battery([*bad, *good.values()], tmp)
+    digest = ("@sha256", [str(ckpt)])
+    train = ("train.py", [*TINY_TRAIN, f"hydra.run.dir={tmp / 'train'}"])
+    results = run_battery([train, digest, *bad, *good.values(), digest], tmp)
+    before, after = results[1]["stderr"], results[-1]["stderr"]
+    good_results = results[2 + len(bad) : -1]
     return SimpleNamespace(
         dir=tmp,
-        bad=list(zip(bad, results)),
-        good={name: r for name, r in zip(good, results[len(bad) :])},
-        ckpt_unchanged=digest(ckpt) == before,
+        bad=list(zip(bad, results[2 : 2 + len(bad)])),
+        good={"train": results[0], **dict(zip(good, good_results))},
+        ckpt_unchanged=before == after != "missing",
     )
 
 
