@@ -65,6 +65,26 @@ def score_fn(process, mean: float = 0.0, std: float = 1.0):
     return fn
 
 
+def rotated_score_fn(process, U, variances):
+    """The exact noised-block score of data N(0, U diag(variances) Uᵀ) over the flattened data dims, as a
+    sampler's ``score_fn(z, t)``: the process acts coordinate-wise, so in the eigenbasis (y = Uᵀx per block)
+    coordinate i is Gaussian data of variance variances[i]; its k×k law comes from the kernel with that
+    variance in the data row (as :func:`marginal`), its score row from the inverse; rotate back with U."""
+    U = torch.as_tensor(U, dtype=F64)
+    lam = torch.as_tensor(variances, dtype=F64)
+
+    def fn(z: torch.Tensor, t: float) -> torch.Tensor:
+        B, k = z.shape[:2]
+        initial = process.initial_cov.expand(len(lam), k, k).clone()
+        initial[:, 0, 0] = lam
+        _, cov, _ = process.kernel(torch.tensor(float(t), dtype=F64), initial_cov=initial)
+        rows = torch.linalg.inv(cov)[:, -1, :]  # (D, k)
+        y = z.reshape(B, k, -1) @ U  # eigen coordinates
+        return (-(y * rows.T).sum(1) @ U.T).reshape(B, *z.shape[2:])
+
+    return fn
+
+
 class ZeroBlocks(torch.nn.Module):
     """A zero network predicting ``blocks`` blocks of ε (1, or k for the gDDIM noise factor): with the mixed
     score and data_std = std, the exact model of Gaussian data N(0, std²)."""

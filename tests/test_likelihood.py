@@ -20,6 +20,7 @@ import torch
 from scipy.integrate import solve_ivp
 from scipy.stats import ortho_group
 
+from gaussian import rotated_score_fn
 from momentum_diffusion.metrics.likelihood import nll_bits_per_dim, nll_bound
 from momentum_diffusion.processes import cld, hold, ve, vp
 
@@ -90,27 +91,6 @@ def closed_form_nll(process, z_eps, variances, flows=None):
     return out - aux_entropy_given_x0(process, D)
 
 
-def exact_score(process, U, variances):
-    """The noised-block score of data N(0, U diag(variances) Uᵀ) over the flattened data dims: rotate into the
-    eigenbasis, apply each coordinate's k×k precision row (inverse of the exactly propagated covariance),
-    rotate back. Uses the core's kernel, which tests/test_processes.py checks against the Lyapunov ODE."""
-    U = torch.as_tensor(U, dtype=torch.float64)
-    lam = torch.as_tensor(variances, dtype=torch.float64)
-
-    def fn(z, t):
-        B, k = z.shape[:2]
-        initial = process.initial_cov.expand(len(lam), k, k).clone()
-        initial[:, 0, 0] = lam
-        Phi, Sigma = process.sde.transition(process.tau(torch.tensor(float(t), dtype=torch.float64)))
-        cov = Phi @ initial @ Phi.T + Sigma
-        rows = torch.linalg.inv(cov)[:, -1, :]  # (D, k)
-        y = z.reshape(B, k, -1) @ U  # eigen coordinates
-        s = -(y * rows.T).sum(1)  # (B, D)
-        return (s @ U.T).reshape(B, *z.shape[2:])
-
-    return fn
-
-
 def ode_error_bound(nfe, rtol, atol, scale):
     """What the module's dopri5 (torchdiffeq, error ratio per component: err / (atol + rtol·|y|)) allows the
     log-det component to drift: its per-step error target atol + rtol·|y| with |y| ≤ ``scale``, summed over the
@@ -132,7 +112,8 @@ def data():
 def test_nll_equals_the_closed_form_of_the_linear_flow_and_its_mean_is_the_data_nll(name, data):
     process = PROCESSES[name]()
     D = data.shape[1]
-    nll, nfe = nll_bound(process, exact_score(process, np.eye(D), [DATA_VAR] * D), data, seed=1, rtol=RTOL, atol=RTOL)
+    score = rotated_score_fn(process, np.eye(D), [DATA_VAR] * D)  # the exact score of N(0, DATA_VAR I)
+    nll, nfe = nll_bound(process, score, data, seed=1, rtol=RTOL, atol=RTOL)
     # The z_ε draws of the estimator: the kernel at t_min given the data, first draws of the seed's stream.
     z_eps, _, _ = process.perturb(
         data, torch.full((data.shape[0],), process.t_min, dtype=torch.float64), torch.Generator().manual_seed(1)
@@ -176,7 +157,7 @@ def test_hutchinson_branch_for_images_is_unbiased_with_the_variance_of_its_probe
         (torch.randn(n, D, generator=gen, dtype=torch.float64) * torch.as_tensor(variances) ** 0.5)
         @ torch.as_tensor(U).T
     ).reshape(n, *shape)
-    score = exact_score(process, U, variances)
+    score = rotated_score_fn(process, U, variances)
     rtol = 1e-5
     nll, nfe = nll_bound(process, score, x, seed=4, rtol=rtol, atol=rtol)  # D > 16: Hutchinson by default
 
