@@ -1,5 +1,6 @@
 """The command-line contract (DESIGN.md §8) through the real entry points on one tiny trained checkpoint: train,
-sample, evaluate, resume, and the bad-input battery (runs that need no checkpoint: test_cli_runs.py)."""
+sample, evaluate, resume, and the bad-input batteries, this file's and test_reliability.py's, all but one sample
+sweep in one process (runs that need no checkpoint: test_cli_runs.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from cli_battery import run_battery
 from helpers import TINY_TRAIN, read_csv
 from helpers import run_script as run
+from test_reliability import NONFINITE_CLI, bad_input_battery, check_bad_input_battery, check_nonfinite_cli
 
 
 def test_train_writes_checkpoint_grid_and_metric_per_nfe(runs):
@@ -100,14 +101,23 @@ def runs(tmp_path_factory, digits_cache) -> SimpleNamespace:
     }  # fmt: skip
     digest = ("@sha256", [str(ckpt)])
     train = ("train.py", [*TINY_TRAIN, f"hydra.run.dir={tmp / 'train'}"])
-    results = run_battery([train, digest, *bad, *good.values(), digest], tmp)
-    before, after = results[1]["stderr"], results[-1]["stderr"]
-    good_results = results[2 + len(bad) : -1]
+    nonfinite = ("train.py", [*NONFINITE_CLI, f"hydra.run.dir={tmp / 'nonfinite'}"])
+    # test_reliability's default bad-input battery first, then these cases, in the same process (its cwd,
+    # which must stay empty, is then the cwd of these cases too)
+    (tmp / "reliability").mkdir()
+    reliability = bad_input_battery(
+        tmp / "reliability", False, [train, digest, *bad, *good.values(), digest, nonfinite]
+    )
+    results = reliability["extra"]
+    before, after = results[1]["stderr"], results[-2]["stderr"]
+    good_results = results[2 + len(bad) : -2]
     return SimpleNamespace(
         dir=tmp,
         bad=list(zip(bad, results[2 : 2 + len(bad)])),
         good={"train": results[0], **dict(zip(good, good_results))},
         ckpt_unchanged=before == after != "missing",
+        reliability=reliability,
+        nonfinite=results[-1],
     )
 
 
@@ -163,3 +173,13 @@ def test_bad_input_battery_one_clear_line_no_traceback_nothing_lost(runs):
     assert not failures, "\n\n".join(failures)
     assert runs.ckpt_unchanged  # after the bad inputs and the good runs
     assert not (runs.dir / "bad" / "out" / "samples.npz").exists()
+
+
+def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(runs):
+    """test_reliability.py's default bad-input battery (issue 18), run in this file's battery process."""
+    check_bad_input_battery(runs.reliability)
+
+
+def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(runs):
+    """lr 1e30 through src/train.py (test_reliability.NONFINITE_CLI), in this file's battery process."""
+    check_nonfinite_cli(runs.nonfinite, runs.dir / "nonfinite")

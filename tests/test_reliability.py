@@ -555,6 +555,9 @@ def test_resume_with_allow_identity_change_loads_the_weights_and_old_checkpoints
 
 
 # ---- the bad-input battery: one process runs every command line (tests/cli_battery.py) ----------------------
+# The default battery runs in test_cli.py's battery process (with that file's command lines and NONFINITE_CLI,
+# one interpreter start-up for all): test_cli.py's test_bad_inputs_each_give_one_line_naming_the_key_and_lose_
+# nothing and test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint call the checks below.
 def _digest(path: Path) -> str:
     import hashlib
 
@@ -700,24 +703,14 @@ NONFINITE_CLI = [*CLI_TRAIN, "trainer.max_steps=30", "optim.lr=1e30", "optim.max
                  "callbacks.checkpoint.every_n_train_steps=1"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def core_battery(tmp_path_factory) -> dict:
-    """The default battery, and in the same process the non-finite training run through src/train.py."""
-    tmp = tmp_path_factory.mktemp("battery")
-    return bad_input_battery(tmp, False, [("train.py", [*NONFINITE_CLI, f"hydra.run.dir={tmp / 'nonfinite'}"])])
-
-
-def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(core_battery):
-    check_bad_input_battery(core_battery)
-
-
 @pytest.mark.slow
 def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing_all_entry_points(tmp_path):
     check_bad_input_battery(bad_input_battery(tmp_path, True))
 
 
-def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(core_battery):
-    (r,) = core_battery["extra"]
+def check_nonfinite_cli(r: dict, run_dir: Path) -> None:
+    """The NONFINITE_CLI run (result ``r`` of the battery, run directory ``run_dir``): one line, the number of
+    bad steps and the last good step named, one warning per skipped step, a finite loadable checkpoint."""
     code, err = r["code"], r["stderr"]
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code != 0 and "Traceback" not in err
@@ -725,5 +718,5 @@ def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(co
     assert "The weights are those after step 0," in lines[-1]  # every update was undone
     skipped = [line for line in lines if line.endswith("step skipped")]  # one warning per skipped step
     assert len(skipped) == 3 and all("after the update" in line or "exploding update" in line for line in skipped)
-    ckpt = load_checkpoint(core_battery["tmp_path"] / "nonfinite" / "checkpoints" / "last.ckpt")
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(v).all() and v.abs().max() < 100 for v in ckpt["state_dict"].values())
