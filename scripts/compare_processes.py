@@ -60,17 +60,22 @@ def slug(overrides) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "", "_".join(parts)) or "default"
 
 
+def fixed(args, process: str) -> tuple[str, ...]:
+    """The --set overrides of every run of ``process``: those for 'all', then its own."""
+    return tuple(args.set.get("all", ())) + tuple(args.set.get(process, ()))
+
+
 def variants(args) -> list[Variant]:
     if args.variant:
         out = []
         for text in args.variant:
             tag, _, rest = text.partition(":")
             process, *overrides = rest.split()
-            out.append(Variant(tag, process, tuple(overrides) + tuple(args.set.get(process, ()))))
+            out.append(Variant(tag, process, tuple(overrides) + fixed(args, process)))
         return out
     axes = [[f"{key}={v}" for v in values.split(",")] for key, _, values in (g.partition("=") for g in args.grid)]
     return [
-        Variant(slug(point), p, tuple(point) + tuple(args.set.get(p, ())))
+        Variant(slug(point), p, tuple(point) + fixed(args, p))
         for p in args.processes
         for point in itertools.product(*axes)
     ]
@@ -95,7 +100,7 @@ def train(variant: Variant, seed: int, args) -> Path:
 
 
 def sampler_spec(spec: str) -> tuple[str, dict]:
-    """'expint:stochasticity=1.0,prediction=data,order=3' → ('expint', {'stochasticity': 1.0, 'prediction': 'data', 'order': 3})."""
+    """'expint:stochasticity=1.0,order=3' → ('expint', {'stochasticity': 1.0, 'order': 3})."""
     import yaml
 
     name, _, rest = spec.partition(":")
@@ -181,7 +186,12 @@ def parse_args(argv=None):
     ap.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=1500, help="training steps (equal for every process)")
     ap.add_argument("--grid", action="append", default=[], help="KEY=V1,V2: one tuning axis (repeatable)")
-    ap.add_argument("--set", action="append", default=[], help="PROCESS:KEY=VALUE for every run of that process")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="PROCESS:KEY=VALUE for every run of that process (all:KEY=VALUE: every run)",
+    )
     ap.add_argument("--variant", action="append", default=[], help="'TAG:PROCESS KEY=VALUE …' (repeatable)")
     ap.add_argument("--sampler", action="append", default=[], help="PROCESS=SPEC,SPEC (replaces its default)")
     ap.add_argument("--nfes", type=lambda s: [int(v) for v in s.split(",")], default=[10, 20, 50, 100, 200, 500])
@@ -197,7 +207,7 @@ def parse_args(argv=None):
         sets.setdefault(process, []).append(override)
     args.set = sets
     args.samplers = dict(DEFAULT_SAMPLERS)
-    for text in args.sampler:  # 'cld=sscs;expint:stochasticity=1.0,prediction=data,order=3' (';' separates specs that hold commas)
+    for text in args.sampler:  # 'cld=sscs;expint:stochasticity=1.0,order=3' (';' separates specs with commas)
         process, _, specs = text.partition("=")
         args.samplers[process] = specs.split(";")
     return args
@@ -216,7 +226,10 @@ def main(argv=None) -> int:
     if args.train_only:
         return 0
     done = {(r["process"], r["variant"], r["seed"], r["sampler"], r["nfe_budget"]) for r in read_rows(path)}
-    jobs = [(v, s, c, args.samplers[v.process], args.nfes, args.n_samples, args.eval_seed, done) for (v, s), c in zip(runs, ckpts)]
+    jobs = [
+        (v, s, c, args.samplers[v.process], args.nfes, args.n_samples, args.eval_seed, done)
+        for (v, s), c in zip(runs, ckpts)
+    ]
     new = not path.exists()
     with path.open("a", newline="") as f, ProcessPoolExecutor(args.jobs) as pool:
         writer = csv.DictWriter(f, FIELDS)
