@@ -80,8 +80,8 @@ def test_configs_follow_the_brief():
     labels = {d: [c[0] for c in fs.sampler_configs(d)] for d in fs.PROCESSES}
     assert "sscs" in labels["cld"] and "sscs" not in labels["hold"] and "lie_trotter" in labels["hold"]
     assert "sscs" not in labels["vp"] and "lie_trotter" not in labels["ve"]
-    # the default, its 3 corrected forms, orders × grids, log_t, 2 stochastic without the corrector
-    assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 1 + 3 + 12 + 3
+    # the default, the exact-score one, 3 corrected forms, orders × grids, log_t, 2 stochastic without the corrector
+    assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 2 + 3 + 12 + 3
     options = dict((c[0], c[2]) for c in fs.sampler_configs("hold"))
     assert options["expint"] == []  # the default is what samplers/expint.py says, not restated here
     pc = dict((c[0], c[2]) for c in fs.sampler_configs("ve"))["pc"]
@@ -102,7 +102,7 @@ def test_end_to_end_writes_csv_and_table(tmp_path, small_grid):
              "--out", str(tmp_path)])  # fmt: skip
     rows = fs.read_rows(tmp_path / "results.csv")
     configs = {r["config"] for r in rows}
-    assert configs == {"em", "pc", "sscs", "ams", "ode-dopri5", "expint", "expint-noise-corr", "expint-data-corr",
+    assert configs == {"em", "pc", "sscs", "ams", "ode-dopri5", "expint", "expint-exact", "expint-noise-corr", "expint-data-corr",
                        "expint-data-sde-corr", "expint-o1-quadratic", "expint-o2-quadratic",
                        "expint-o3-quadratic", "expint-o3-quadratic-logt", "expint-sde-o2-quadratic",
                        "expint-sde-o3-quadratic"}  # fmt: skip

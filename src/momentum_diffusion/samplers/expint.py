@@ -74,28 +74,27 @@ EXTRAPOLATION = ("t", "tau", "log_t")
 PREDICTIONS = ("noise", "data")
 # The one place expint's defaults live (conf/sampler/expint.yaml leaves these null); docs/fast_sampling.md
 # has the measurements behind them.
-# The rule: the probability-flow ODE (λ = 0) with the corrector, order 3 after correction, on a grid fine where
-# the noise level's log changes fast: quadratic in t for the polynomial schedules (VP, CLD, HOLD: σ² ∝ t, t³, t⁵
-# near 0), uniform in t for VE (σ = σ_min (σ_max/σ_min)^t is already geometric). ε-steps in gDDIM's K_t where ε
-# extrapolates stably at 10–20 NFE (order k ≤ 2); x̂_0-steps for k = 3, where corrected ε-steps diverge below
-# 50 NFE and a degree-2 x̂_0 polynomial overshoots on the grid's long first steps (order 2, corrected to 3).
-# docs/fast_sampling.md has the measurements.
+# The rule, one for every process: the reverse SDE (λ = 1) in x̂_0-steps of order 3 with the corrector on the
+# quadratic grid. λ = 1 corrects a network's score errors along the way (digits FD at 10 NFE 75 against 488
+# for the best λ = 0 configuration on the same checkpoint) and has no fixed prior-to-sample map, so it does not
+# inherit one seed's draw; with exact scores the λ = 0 ε-steps + corrector (``DEFAULTS_EXACT``: uniform grid
+# for VE, x̂_0-steps of order 2 for HOLD) reach EM@1000 sooner. docs/fast_sampling.md has the measurements.
 DEFAULTS = {
     "order": 3,
-    "stochasticity": 0.0,
-    "prediction": "noise",
+    "stochasticity": 1.0,
+    "prediction": "data",
     "corrector": True,
     "kt": "gddim",
     "grid": "quadratic",
     "extrapolate": "t",
     "denoise": True,
 }
-DEFAULTS_BY_PROCESS = {"ve": {"grid": "uniform"}, "hold": {"prediction": "data", "order": 2}}
-
-
-def defaults(process) -> dict:
-    """``DEFAULTS`` with the process's exceptions (``DEFAULTS_BY_PROCESS``, by ``process.name``)."""
-    return {**DEFAULTS, **DEFAULTS_BY_PROCESS.get(process.name, {})}
+# the fastest configuration with exact scores (docs/fast_sampling.md), as overrides of DEFAULTS per process
+# (``make benchmark-fast``'s row expint-exact)
+DEFAULTS_EXACT = {
+    name: {"stochasticity": 0.0, "prediction": "noise", **extra}
+    for name, extra in {"vp": {}, "ve": {"grid": "uniform"}, "cld": {}, "hold": {"prediction": "data", "order": 2}}.items()
+}
 
 
 class CholeskyNoise:
@@ -188,10 +187,9 @@ def integrator_plan(process, ts: torch.Tensor, options: dict) -> dict:
     return cached(key, build)
 
 
-def resolve_options(options: dict, process) -> dict:
-    """The sampler's options with every None replaced by the process's default (``defaults``), checked."""
-    default = defaults(process)
-    options = {name: default[name] if value is None else value for name, value in options.items()}
+def resolve_options(options: dict) -> dict:
+    """The sampler's options with every None replaced by its default (``DEFAULTS``), checked."""
+    options = {name: DEFAULTS[name] if value is None else value for name, value in options.items()}
     order, lam = options["order"], options["stochasticity"]
     if isinstance(order, bool) or order not in (1, 2, 3):
         raise SamplerConfigError(f"sampler.order must be 1, 2 or 3, got {order!r}")
@@ -236,13 +234,12 @@ def exponential_integrator(
     ``prediction``: 'noise' (extrapolate ε in K_t = ``kt``; λ = 0 only) or 'data' (extrapolate x̂_0 = E[x_0|z]);
     ``corrector``: UniPC-style correction of every step with the next evaluation (no extra NFE, one order up);
     ``extrapolate``: polynomial in 't', 'tau' or 'log_t'; ``grid``, ``denoise``: as every sampler (base.py).
-    None takes the process's default (``defaults``: the one place they live; conf/sampler/expint.yaml leaves them null).
+    None takes the default (``DEFAULTS``, the one place defaults live; conf/sampler/expint.yaml leaves them null).
     If ``score_fn`` predicts ε in the same K_t (a ScoreModel), the noise form uses its ε̂ directly.
     """
     options = resolve_options(
         dict(order=order, stochasticity=stochasticity, prediction=prediction, corrector=corrector, kt=kt,
-             grid=grid, extrapolate=extrapolate, denoise=denoise),
-        process,
+             grid=grid, extrapolate=extrapolate, denoise=denoise)
     )  # fmt: skip
     score = CountingScore(score_fn)
     n = steps_for_budget(check_nfe(nfe), 1, options["denoise"])
