@@ -343,7 +343,8 @@ def test_data_prediction_weights_match_an_independent_quadrature(make):
         column = independent_step(process, float(ts[i + 1]), float(ts[i]))
         for name, nodes in (("V", ts[[i, i - 1, i - 2]]), ("V_corr", ts[[i + 1, i, i - 1, i - 2]])):
             for m in range(len(nodes)):
-                exact, _ = quad_vec(lambda s: column(s) * s**m, float(ts[i + 1]), float(ts[i]), epsabs=0, epsrel=1e-11)
+                moment = lambda s, column=column, m=m: column(s) * s**m  # noqa: E731 - bound per loop
+                exact, _ = quad_vec(moment, float(ts[i + 1]), float(ts[i]), epsabs=0, epsrel=1e-11)
                 got = (plan[name][i] * (nodes**m)[:, None]).sum(0)
                 torch.testing.assert_close(got, torch.from_numpy(exact), rtol=1e-7, atol=1e-9 * abs(exact).max())
 

@@ -93,7 +93,12 @@ DEFAULTS = {
 # (``make benchmark-fast``'s row expint-exact)
 DEFAULTS_EXACT = {
     name: {"stochasticity": 0.0, "prediction": "noise", **extra}
-    for name, extra in {"vp": {}, "ve": {"grid": "uniform"}, "cld": {}, "hold": {"prediction": "data", "order": 2}}.items()
+    for name, extra in {
+        "vp": {},
+        "ve": {"grid": "uniform"},
+        "cld": {},
+        "hold": {"prediction": "data", "order": 2},
+    }.items()
 }
 
 

@@ -181,4 +181,8 @@ def ode_steps(process, steps: StepIntervals, lam: float) -> dict:
     if not sol.success:
         raise RuntimeError(f"expint data-prediction plan: ODE solve failed ({sol.message})")
     Psi, V, C = torch.from_numpy(sol.y[:, -1].copy()).reshape(n, -1).split(split, dim=1)
-    return {"Psi": Psi.reshape(n, k, k), "root": psd_sqrt(C.reshape(n, k, k)), **split_weights(V.reshape(n, -1, k), steps)}
+    return {
+        "Psi": Psi.reshape(n, k, k),
+        "root": psd_sqrt(C.reshape(n, k, k)),
+        **split_weights(V.reshape(n, -1, k), steps),
+    }
