@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The default job (README): CLD on the digits, evaluated with the stochastic exponential integrator at 20 and 50
+# NFE (as good as SSCS at 100 NFE on this model, at 70 instead of 170 network evaluations).
 train: $(STAMP)
-	$(PY) src/train.py 'sampler.nfe=[20,50,100]' $(ARGS)
+	$(PY) src/train.py sampler=expint sampler.stochasticity=1 sampler.prediction=data 'sampler.nfe=[20,50]' $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
