@@ -129,8 +129,14 @@ def evaluate_run(job: tuple) -> list[dict]:
             if (variant.process, variant.tag, str(seed), spec, str(nfe)) in done:
                 continue
             start = time.perf_counter()
-            x, used = module.sample(n_samples, configure(sampler, nfe=nfe), generator=make_generator(eval_seed, "cpu"))
-            fd = float(digits_fd(x))
+            try:  # one failing budget (e.g. a plan that does not converge at 3 NFE) must not end the study
+                x, used = module.sample(
+                    n_samples, configure(sampler, nfe=nfe), generator=make_generator(eval_seed, "cpu")
+                )
+                fd = float(digits_fd(x))
+            except (RuntimeError, ValueError) as exc:
+                print(f"{variant.tag} s{seed} {spec} @{nfe}: {exc}", file=sys.stderr, flush=True)
+                fd, used = math.nan, nfe
             row = dict(zip(FIELDS, (variant.process, variant.tag, seed, spec, nfe, used)))
             rows.append(dict(row, fd_digits=round(fd, 4), seconds=round(time.perf_counter() - start, 1)))
             print(rows[-1], file=sys.stderr, flush=True)
@@ -160,7 +166,8 @@ def report(rows: list[dict], nfes: list[int] | None = None) -> str:
     groups: dict[tuple, dict[int, dict[str, float]]] = {}
     for r in rows:
         key = (r["process"], r["variant"], r["sampler"])
-        groups.setdefault(key, {}).setdefault(int(r["nfe_budget"]), {})[r["seed"]] = float(r["fd_digits"])
+        if math.isfinite(float(r["fd_digits"])):  # a failed budget is recorded as nan and left out
+            groups.setdefault(key, {}).setdefault(int(r["nfe_budget"]), {})[r["seed"]] = float(r["fd_digits"])
     nfes = nfes or sorted({n for g in groups.values() for n in g})
     head = "| process | variant | sampler | seeds | " + " | ".join(f"NFE {n}" for n in nfes) + " | best |"
     out = [head, "|" + "---|" * (5 + len(nfes))]
