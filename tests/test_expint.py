@@ -388,3 +388,13 @@ def test_stochastic_steps_on_gaussian_data_reach_the_exact_marginal(make, nfe):
         errors[(order, corrector)] = (mean_err, cov_err)
     assert max(errors[(3, True)]) < 5, errors
     assert max(errors[(1, False)]) > 10, errors
+
+
+@pytest.mark.parametrize("nfe", [2, 3])
+def test_shortest_budgets_build_their_plan(nfe):
+    """1–2 steps extrapolate over the whole path (huge, cancelling weights, roundoff-limited near t_min for
+    HOLD): the plan must still be built for every form instead of the quadrature refusing."""
+    process = hold(beta=5.0)
+    for options in (dict(), dict(prediction="noise", stochasticity=0.0), dict(prediction="data", stochasticity=0.0)):
+        out, used = exponential_integrator(process, score_fn(process, MEAN, STD), prior(process), nfe=nfe, **options)
+        assert used == nfe and out.isfinite().all()
