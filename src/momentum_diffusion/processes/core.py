@@ -240,4 +240,3 @@ class Process:
 
     def describe(self) -> str:
         return f"{self.name} (order {self.order}, t ∈ [{self.t_min:g}, {self.t_max:g}])"
-
