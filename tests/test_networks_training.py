@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
+import pytest
 import torch
+from torch import nn
 
 from momentum_diffusion.lightning.module import DiffusionModule, _all_finite
 from momentum_diffusion.networks import NCSNpp
@@ -23,9 +25,28 @@ def test_foreach_ema_equals_per_parameter_lerp() -> None:
         for p in net.parameters():
             p.add_(torch.randn_like(p))
     expected = [e.detach().clone().lerp_(p.detach(), 1 - 0.999) for e, p in zip(ema.parameters(), net.parameters())]
-    DiffusionModule._update_ema(SimpleNamespace(ema=ema, net=net, ema_decay=0.999))
+    DiffusionModule._update_ema(SimpleNamespace(ema=ema, net=net, ema_decay=0.999, ema_warmup=False, global_step=7))
     for e, want in zip(ema.parameters(), expected):
         assert torch.equal(e, want)
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_keeps_the_share_of_the_initial_weights_its_decays_say(warmup: bool) -> None:
+    """EMA from 0 towards constant weights 1: after n updates it is 1 − ∏ decay_i, with decay_i = d, or
+    min(d, (1 + i) / (10 + i)) under warm-up (derived here, not read from the module)."""
+    net, ema = nn.Linear(3, 2), nn.Linear(3, 2).requires_grad_(False)
+    with torch.no_grad():
+        for p, e in zip(net.parameters(), ema.parameters()):
+            p.fill_(1.0), e.zero_()
+    module = SimpleNamespace(ema=ema, net=net, ema_decay=0.999, ema_warmup=warmup, global_step=0)
+    kept = 1.0
+    for step in range(300):
+        module.global_step = step
+        DiffusionModule._update_ema(module)
+        kept *= min(0.999, (1 + step) / (10 + step)) if warmup else 0.999
+    for e in ema.parameters():
+        torch.testing.assert_close(e, torch.full_like(e, 1.0 - kept), rtol=1e-5, atol=1e-6)
+    assert (kept < 1e-6) if warmup else (kept > 0.7)  # warm-up forgets the init; 0.999^300 = 74 % remains
 
 
 def test_multi_tensor_adam_matches_the_single_tensor_loop() -> None:
@@ -55,3 +76,11 @@ def test_all_finite_one_sync_check() -> None:
     kept = [g.clone() for g in grads]
     _all_finite(kept)
     assert all(torch.equal(a, b) for a, b in zip(kept, grads))  # the check leaves finite values unchanged
+
+
+def test_ema_warmup_must_be_a_boolean() -> None:
+    from momentum_diffusion.cli.common import UserError, check_optim
+
+    check_optim({"ema_warmup": True})
+    with pytest.raises(UserError, match="optim.ema_warmup"):
+        check_optim({"ema_warmup": "yes"})

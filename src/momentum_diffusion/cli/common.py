@@ -362,6 +362,8 @@ def check_optim(optim) -> None:
         _number("optim.weight_decay", optim["weight_decay"], 0.0, FLOAT32_MAX)
     if "ema_decay" in optim:
         _number("optim.ema_decay", optim["ema_decay"], 0.0, 1.0)
+    if "ema_warmup" in optim and not isinstance(optim["ema_warmup"], bool):
+        raise UserError(f"optim.ema_warmup must be true or false, got {optim['ema_warmup']!r}")
     if "max_update_ratio" in optim and optim["max_update_ratio"] is not None:
         _number("optim.max_update_ratio", optim["max_update_ratio"], 0.0, FLOAT32_MAX)
     if "max_bad_steps" in optim:

@@ -25,6 +25,13 @@ def build_network(factory, order: int, data_shape: tuple[int, ...], out_blocks: 
     return factory(in_channels=order * channels, out_channels=out_blocks * channels, image_size=height)
 
 
+def ema_decay_at(decay: float, step: int, warmup: bool) -> float:
+    """The EMA decay of update ``step`` (0-based). With ``warmup`` it is min(decay, (1 + step) / (10 + step))
+    (TensorFlow's ExponentialMovingAverage with num_updates): a constant decay d still holds d^n of the random
+    initial weights after n updates (0.999^1000 = 37 %), the warmed-up one only ∏ (1 + i) / (10 + i) ≈ 10⁻⁷."""
+    return min(decay, (1.0 + step) / (10.0 + step)) if warmup else decay
+
+
 class DiffusionModule(pl.LightningModule):
     def __init__(
         self,
@@ -38,6 +45,7 @@ class DiffusionModule(pl.LightningModule):
         warmup_steps: int = 0,
         betas: tuple[float, float] = (0.9, 0.999),
         ema_decay: float = 0.999,
+        ema_warmup: bool = False,
         max_bad_steps: int = 20,
         max_update_ratio: float = 1.0,
         channels_last: bool = False,
@@ -58,7 +66,7 @@ class DiffusionModule(pl.LightningModule):
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.train_net = torch.compile(self.net) if compile else self.net
         self.lr, self.weight_decay, self.warmup_steps, self.betas = lr, weight_decay, warmup_steps, tuple(betas)
-        self.ema_decay, self.max_bad_steps = ema_decay, max_bad_steps
+        self.ema_decay, self.ema_warmup, self.max_bad_steps = ema_decay, bool(ema_warmup), max_bad_steps
         self.max_update_ratio = max_update_ratio  # |Δθ| / |θ| above this: the update blew up (step undone)
         self.allow_identity_change = False  # train.py sets it from allow_identity_change=true
         self.channels_last = channels_last and len(self.data_shape) == 3
@@ -166,7 +174,8 @@ class DiffusionModule(pl.LightningModule):
         # One multi-tensor kernel (per dtype/device) instead of one lerp per parameter (issue 12).
         ema_params, params = list(self.ema.parameters()), [p.detach() for p in self.net.parameters()]
         if ema_params:
-            torch._foreach_lerp_(ema_params, params, 1.0 - self.ema_decay)
+            decay = ema_decay_at(self.ema_decay, self.global_step, self.ema_warmup)
+            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         for e, b in zip(self.ema.buffers(), self.net.buffers()):
             e.copy_(b)
 
