@@ -40,8 +40,6 @@ def cases():
             process = make()
             if not ALL_SAMPLERS[name].supports(process):
                 continue
-            if case == "pc_reverse_diffusion" and process.order > 1:
-                continue  # unstable at this budget on CLD/HOLD (pc.resolve_predictor)
             yield pytest.param(case, process_name, id=f"{case}-{process_name}")
 
 
