@@ -53,8 +53,9 @@ def test_users_hold_command_trains_on_digits(tmp_path, digits_cache):
     assert state["hyper_parameters"]["identity"]["order"] == 3
 
 
-def test_gddim_noise_factor_trains_and_samples_with_expint(tmp_path, digits_cache):
-    """objective.kt=gddim end to end: the checkpoint records it and expint samples from it (ε̂ directly)."""
+def test_gddim_noise_factor_trains_in_bf16_and_samples_with_expint(tmp_path, digits_cache):
+    """objective.kt=gddim end to end: the checkpoint records it and expint samples from it (ε̂ directly); the
+    run trains under bf16 autocast with channels_last (one interpreter for both CLI paths)."""
     out = tmp_path / "train"
     run(
         "train.py",
@@ -64,27 +65,18 @@ def test_gddim_noise_factor_trains_and_samples_with_expint(tmp_path, digits_cach
         "sampler.prediction=noise",
         *TINY_TRAIN,
         "trainer.max_steps=6",
+        "trainer.precision=bf16-mixed",
+        "optim.channels_last=true",
         f"hydra.run.dir={out}",
     )
     ckpt = out / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["identity"]["kt"] == "gddim"
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert state["hyper_parameters"]["config"]["trainer"]["precision"] == "bf16-mixed"
     assert [int(r["nfe_budget"]) for r in read_csv(out / "eval_metrics.csv")] == [4, 8]
     run("sample.py", f"ckpt={ckpt}", "sampler=expint", "sampler.nfe=6", "n_samples=8", f"hydra.run.dir={tmp_path}")
     assert np.load(tmp_path / "samples.npz")["samples"].shape[0] == 8
-
-
-def test_bf16_mixed_precision_trains_on_cpu(tmp_path, digits_cache):
-    run(
-        "train.py",
-        *TINY_TRAIN,
-        "trainer.max_steps=4",
-        "trainer.precision=bf16-mixed",
-        "optim.channels_last=true",
-        f"hydra.run.dir={tmp_path}",
-    )
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
 
 
 @pytest.mark.slow
