@@ -57,17 +57,7 @@ from ..processes.noise_factor import (
     process_key,
     tweedie_projection,
 )
-from .base import (
-    CountingScore,
-    SamplerConfigError,
-    check_nfe,
-    final_denoise,
-    noise_like,
-    predicted_noise,
-    sampler,
-    steps_for_budget,
-    time_grid,
-)
+from .base import CountingScore, FixedStepRun, SamplerConfigError, noise_like, predicted_noise, sampler
 from .expint_plan import StepIntervals, data_prediction_steps, noise_prediction_steps
 
 EXTRAPOLATION = ("t", "tau", "log_t")
@@ -246,9 +236,8 @@ def exponential_integrator(
         dict(order=order, stochasticity=stochasticity, prediction=prediction, corrector=corrector, kt=kt,
              grid=grid, extrapolate=extrapolate, denoise=denoise)
     )  # fmt: skip
-    score = CountingScore(score_fn)
-    n = steps_for_budget(check_nfe(nfe), 1, options["denoise"])
-    ts = time_grid(process, n, options["grid"])
+    run = FixedStepRun(process, score_fn, nfe, 1, options["denoise"], options["grid"])
+    score, n, ts = run.score, run.n, run.ts
     ref = prior_z.new_empty((), dtype=F64)  # the device (and float64) every plan tensor moves to, once
     plan = {name: like(value, ref) for name, value in integrator_plan(process, ts, options).items()}
     steps = [{name: value[i] for name, value in plan.items()} for i in range(n)]
@@ -266,9 +255,8 @@ def exponential_integrator(
 
         z = noise_prediction_loop(evaluate, prior_z, steps, options)
         extra = direct.count if direct else 0
-    if options["denoise"]:
-        z = final_denoise(process, score, z, float(ts[-1]), options["denoise"])
-    return z, score.count + extra
+    z, used = run.finish(z)
+    return z, used + extra
 
 
 def noise_prediction_loop(evaluate, z, steps: list[dict], options: dict) -> torch.Tensor:
