@@ -18,7 +18,7 @@ import torch
 
 from ..choices import check_choice
 from ..processes.core import Process
-from ..processes.noise_factor import NoiseFactor, data_posterior_mean
+from ..processes.noise_factor import NoiseFactor, data_posterior_mean, gddim_factor
 
 ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -134,9 +134,9 @@ def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float 
     """n_steps + 1 times from t_max down to t_min (float64).
 
     uniform: equal steps in t.  quadratic: denser near t_min (DDIM's quadratic schedule).
-    edm: EDM's ρ-polynomial (Karras et al. 2022, eq. 5) in σ(t), the kernel's data-block std.
-    logsnr: uniform in log σ(t) (the phase-space analogue of log-SNR: the noise level on the data block,
-    monotone in t for every process here; the noised block's own variance saturates early and is not).
+    logsnr: equal steps in the position block's true logSNR λ(t) = log(φ_t² / σ_t²) (``log_snr``), the grid of
+    DPM-Solver for VP, here from each process's own mean map and marginal covariance.
+    edm: EDM's ρ-polynomial (Karras et al. 2022, eq. 5) in the equivalent VE noise level σ̃ = σ_t / φ_t = e^{−λ/2}.
     """
     t0, t1 = process.t_min, process.t_max
     u = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
@@ -147,25 +147,40 @@ def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float 
     if kind in ("edm", "logsnr"):
         if process.t_min <= 0:
             raise SamplerConfigError(f"time grid '{kind}' needs t_min > 0")
-        return _grid_in_noise_level(process, u, kind, rho)
+        return _grid_in_log_snr(process, u, kind, rho)
     check_choice("sampler.grid", kind, GRIDS, SamplerConfigError)  # raises: kind is none of them
 
 
-def _grid_in_noise_level(process: Process, u: torch.Tensor, kind: str, rho: float) -> torch.Tensor:
-    # σ(t): the kernel's data-block std, monotone in t. Tabulated on a log-spaced t grid and inverted by
-    # interpolating log σ in log t (σ ≈ sqrt(c t) near t_min: linear in t would miss small levels).
+def log_snr(process: Process, t: torch.Tensor) -> torch.Tensor:
+    """The position block's logSNR λ(t) = log(φ_t² / σ_t²), φ_t = Φ(τ_t)_11 the mean factor of x_0 and σ_t² the
+    marginal variance of z_t's data block given x_0 (the kernel's, auxiliary blocks' initial law included).
+    VP: λ = log(α²/(1 − α²)), α = exp(−τ/2); VE: −log σ²(t). For order > 1 σ_t² comes from the gDDIM factor
+    (R Rᵀ = Σ_t, integrated from an accurate start): the stationary-form kernel has ~1e-16·Σ∞ absolute
+    roundoff, which floors σ_t² near 1e-10 for CLD/HOLD, where their data-block variance is ~τ³ / τ⁵."""
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    phi = process.transition(torch.zeros_like(t), t)[0][:, 0, 0]
+    if process.order == 1:
+        var = process.kernel(t)[1][:, 0, 0]
+    else:  # a float64 ODE solve, cached per process
+        var = gddim_factor(process).factor(t)[:, 0, :].square().sum(-1)
+    return (phi.square() / var).log()
+
+
+def _grid_in_log_snr(process: Process, u: torch.Tensor, kind: str, rho: float) -> torch.Tensor:
+    # λ(t) is strictly decreasing for every process here (φ_t > 0 falls, σ_t² grows). Tabulated on a log-spaced
+    # t grid and inverted by interpolating log t linearly in λ (λ ≈ −log(c t^m) near t_min: linear in log t).
     log_t = torch.linspace(math.log(process.t_min), math.log(process.t_max), 8193, dtype=torch.float64)
     fine = log_t.exp()
     fine[0], fine[-1] = process.t_min, process.t_max
-    log_sigma = 0.5 * process.kernel(fine)[1][:, 0, 0].clamp_min(1e-300).log()
-    lo, hi = log_sigma[0], log_sigma[-1]
+    neg = -log_snr(process, fine)  # increasing in t: −λ = 2 log σ̃
+    lo, hi = neg[0], neg[-1]
     if kind == "edm":
-        s_lo, s_hi = lo.exp(), hi.exp()
-        target = ((s_hi ** (1 / rho) + u * (s_lo ** (1 / rho) - s_hi ** (1 / rho))) ** rho).log()
+        s_lo, s_hi = (0.5 * lo).exp(), (0.5 * hi).exp()
+        target = 2 * (s_hi ** (1 / rho) + u * (s_lo ** (1 / rho) - s_hi ** (1 / rho))).log() * rho
     else:
         target = hi + u * (lo - hi)
-    idx = torch.searchsorted(log_sigma.contiguous(), target.clamp(lo, hi)).clamp(1, len(fine) - 1)
-    w = (target - log_sigma[idx - 1]) / (log_sigma[idx] - log_sigma[idx - 1]).clamp_min(1e-300)
+    idx = torch.searchsorted(neg.contiguous(), target.clamp(lo, hi)).clamp(1, len(fine) - 1)
+    w = (target - neg[idx - 1]) / (neg[idx] - neg[idx - 1]).clamp_min(1e-300)
     grid = (log_t[idx - 1] + w.clamp(0, 1) * (log_t[idx] - log_t[idx - 1])).exp()
     grid[0], grid[-1] = process.t_max, process.t_min
     return grid

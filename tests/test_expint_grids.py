@@ -1,0 +1,72 @@
+"""Time grids in the true logSNR (samplers/base.py ``log_snr``) and the per-process expint defaults: checks
+that fail if the math is wrong (a hand-derived VP value, uniformity in the true logSNR for every process, an
+independent small-t covariance), and convergence of each process's default on Gaussian data with exact scores."""
+
+import math
+
+import pytest
+import torch
+
+from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
+from momentum_diffusion.processes.noise_factor import accurate_kernel_cov
+from momentum_diffusion.samplers.base import log_snr, time_grid
+
+F64 = torch.float64
+PROCESSES = [vp, ve, cld, hold]
+
+
+def chain4():
+    return critically_damped_chain(order=4)
+
+
+def test_vp_log_snr_is_the_hand_derived_value():
+    """VP (β_min 0.1, β_max 20): τ = 0.1 t + 9.95 t², α² = e^−τ, σ² = 1 − e^−τ, so λ = −τ − log(1 − e^−τ)."""
+    t = torch.tensor([1e-4, 0.1, 0.5, 1.0], dtype=F64)
+    tau = 0.1 * t + 0.5 * (20.0 - 0.1) * t**2
+    expected = -tau - torch.log(-torch.expm1(-tau))
+    torch.testing.assert_close(log_snr(vp(), t), expected, rtol=1e-10, atol=1e-10)
+    # t = 0.5 by hand: τ = 0.05 + 2.4875 = 2.5375, e^−τ = 0.07907, λ = −2.5375 + 0.08237 = −2.45514
+    assert abs(float(log_snr(vp(), torch.tensor([0.5], dtype=F64))[0]) + 2.45514) < 1e-4
+
+
+def test_ve_log_snr_is_minus_log_variance():
+    process = ve()
+    t = torch.tensor([1e-3, 0.3, 1.0], dtype=F64)
+    var = process.kernel(t)[1][:, 0, 0]  # φ = 1 for VE
+    torch.testing.assert_close(log_snr(process, t), -var.log(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("make", [cld, hold])
+def test_phase_space_log_snr_uses_the_mean_factor_and_an_accurate_variance(make):
+    """Order > 1: λ = log(Φ_11² / Σ_11). Large t: against the kernel (φ ≪ 1 there, so ignoring the mean factor
+    would be off by 2 log φ); t_min: against an independent quadrature of the covariance."""
+    process = make()
+    t = torch.tensor([0.3, 0.7, 1.0], dtype=F64)
+    Phi, cov, _ = process.kernel(t)
+    torch.testing.assert_close(log_snr(process, t), (Phi[:, 0, 0] ** 2 / cov[:, 0, 0]).log(), rtol=1e-6, atol=1e-6)
+    assert float(Phi[-1, 0, 0].abs().log()) < -2  # the mean factor matters at t_max
+    small = accurate_kernel_cov(process, process.t_min)[0, 0]
+    phi = process.transition(0.0, process.t_min)[0].reshape(process.order, -1)[0, 0]
+    expected = math.log(float(phi) ** 2 / float(small))
+    assert abs(float(log_snr(process, torch.tensor([process.t_min], dtype=F64))[0]) - expected) < 1e-6
+
+
+@pytest.mark.parametrize("make", [*PROCESSES, chain4])
+def test_logsnr_grid_is_uniform_in_the_true_log_snr(make):
+    process = make()
+    ts = time_grid(process, 12, "logsnr")
+    lam = log_snr(process, ts)
+    steps = lam.diff()
+    assert (ts.diff() < 0).all() and (steps > 0).all()
+    torch.testing.assert_close(steps, steps.mean().expand_as(steps), rtol=1e-4, atol=0)
+    assert float(ts[0]) == process.t_max and float(ts[-1]) == process.t_min
+
+
+@pytest.mark.parametrize("make", [*PROCESSES, chain4])
+def test_edm_grid_is_the_rho_polynomial_in_the_equivalent_ve_sigma(make):
+    """σ̃ = e^{−λ/2} = σ_t / φ_t; EDM eq. 5: σ̃^{1/ρ} equally spaced."""
+    process, rho = make(), 7.0
+    sigma = (-0.5 * log_snr(process, time_grid(process, 10, "edm", rho=rho))).exp()
+    root = sigma ** (1 / rho)
+    steps = root.diff()
+    torch.testing.assert_close(steps, steps.mean().expand_as(steps), rtol=1e-4, atol=0)
