@@ -96,21 +96,14 @@ def tiny_cifar_training(tmp_path: Path) -> list[str]:
 
 
 def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
-    train = run_script(
-        "train.py",
-        *tiny_cifar_training(tmp_path),
-        "data.batch_size=8",
-        "callbacks.sample_evaluation=null",
-        f"metrics.inception_weights={tmp_path / 'missing.pth'}",
-        check=False,
-    )
-    assert train.returncode == 0, train.stderr[-2000:]
-    assert "no FID will be logged" not in train.stderr  # the callback that would warn is off here
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     common = [f"ckpt={ckpt}", "sampler.nfe=3", "n_samples=4", "metric=fid", "metrics.fid_reference_images=6"]
-    # both evaluate.py command lines in one process (tests/cli_battery.py: each through the script's __main__ path)
-    missing, ok = run_battery(
+    # training and both evaluate.py command lines in one process (tests/cli_battery.py: each through the
+    # script's __main__ path)
+    train, missing, ok = run_battery(
         [
+            ("train.py", [*tiny_cifar_training(tmp_path), "data.batch_size=8", "callbacks.sample_evaluation=null",
+                          f"metrics.inception_weights={tmp_path / 'missing.pth'}"]),
             ("evaluate.py", [*common, f"metrics.inception_weights={tmp_path / 'missing.pth'}",
                              f"hydra.run.dir={tmp_path / 'missing'}"]),
             ("evaluate.py", [*common, f"metrics.inception_weights={inception_weights}",
@@ -118,6 +111,8 @@ def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
         ],
         tmp_path,
     )  # fmt: skip
+    assert train["code"] == 0, train["stderr"][-2000:]
+    assert "no FID will be logged" not in train["stderr"]  # the callback that would warn is off here
     assert missing["code"] != 0
     assert missing["stderr"].strip().splitlines() == [missing["stderr"].strip().splitlines()[-1]]
     assert "missing.pth" in missing["stderr"] and "Traceback" not in missing["stderr"]

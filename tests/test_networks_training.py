@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from momentum_diffusion.lightning.module import DiffusionModule, _all_finite
+from momentum_diffusion.lightning.module import DiffusionModule, _all_finite, lr_factor
 from momentum_diffusion.networks import NCSNpp
 
 
@@ -52,7 +52,9 @@ def test_ema_keeps_the_share_of_the_initial_weights_its_decays_say(warmup: bool)
 def test_multi_tensor_adam_matches_the_single_tensor_loop() -> None:
     net = tiny_net()
     ref = copy.deepcopy(net)
-    module = SimpleNamespace(net=net, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=0)
+    module = SimpleNamespace(
+        net=net, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=0, lr_schedule="constant", _trainer=None
+    )
     opt = DiffusionModule.configure_optimizers(module)["optimizer"]
     assert opt.defaults["foreach"] or opt.defaults["fused"]
     ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3, foreach=False)
@@ -84,3 +86,34 @@ def test_ema_warmup_must_be_a_boolean() -> None:
     check_optim({"ema_warmup": True})
     with pytest.raises(UserError, match="optim.ema_warmup"):
         check_optim({"ema_warmup": "yes"})
+
+
+def test_cosine_schedule_warms_up_then_follows_the_half_cosine_to_zero() -> None:
+    """Against the formula written out: linear warm-up to 1 at update w, then (1 + cos(π (n+1−w)/(T−w))) / 2."""
+    w, total = 10, 110
+    factors = [lr_factor(n, w, "cosine", total) for n in range(total)]
+    assert factors[:w] == pytest.approx([(n + 1) / w for n in range(w)])
+    assert factors[w - 1 + 50] == pytest.approx(0.5)  # halfway through the decay
+    assert factors[-1] == pytest.approx(0.0, abs=1e-12)  # the last update has no step left
+    assert all(a >= b for a, b in zip(factors[w:], factors[w + 1 :]))
+    assert [lr_factor(n, w, "constant", total) for n in range(w, total)] == [1.0] * (total - w)
+
+
+def test_lr_schedule_is_checked_and_needs_max_steps() -> None:
+    from momentum_diffusion.cli.common import UserError, check_optim
+
+    check_optim({"lr_schedule": "cosine"})
+    with pytest.raises(UserError, match="unknown optim.lr_schedule 'linear'; choose constant or cosine"):
+        check_optim({"lr_schedule": "linear"})
+    module = SimpleNamespace(
+        net=nn.Linear(2, 2),
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        weight_decay=0.0,
+        warmup_steps=0,
+        lr_schedule="cosine",
+        _trainer=SimpleNamespace(max_steps=-1),
+    )
+    module.trainer = module._trainer
+    with pytest.raises(ValueError, match="trainer.max_steps"):
+        DiffusionModule.configure_optimizers(module)

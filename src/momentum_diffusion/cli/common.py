@@ -25,7 +25,8 @@ from ..lightning.checkpointing import (
     remove_stale_temporaries,
     weights_identity,
 )
-from ..lightning.module import DiffusionModule
+from ..choices import check_choice
+from ..lightning.module import LR_SCHEDULES, DiffusionModule
 from ..samplers import check_support, configure
 from ..samplers.budget import single_budget
 
@@ -364,6 +365,8 @@ def check_optim(optim) -> None:
         _number("optim.ema_decay", optim["ema_decay"], 0.0, 1.0)
     if "ema_warmup" in optim and not isinstance(optim["ema_warmup"], bool):
         raise UserError(f"optim.ema_warmup must be true or false, got {optim['ema_warmup']!r}")
+    if "lr_schedule" in optim:
+        check_choice("optim.lr_schedule", optim["lr_schedule"], LR_SCHEDULES, UserError)
     if "max_update_ratio" in optim and optim["max_update_ratio"] is not None:
         _number("optim.max_update_ratio", optim["max_update_ratio"], 0.0, FLOAT32_MAX)
     if "max_bad_steps" in optim:

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from ..choices import check_choice
 from ..objectives import NoisePredictionObjective
 from ..processes.core import Process
 from ..samplers import check_support
@@ -32,6 +33,20 @@ def ema_decay_at(decay: float, step: int, warmup: bool) -> float:
     return min(decay, (1.0 + step) / (10.0 + step)) if warmup else decay
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_steps: int | None = None) -> float:
+    """The learning rate of update ``step`` (0-based) as a fraction of optim.lr: a linear warm-up over
+    ``warmup_steps``, then constant, or a half cosine from 1 to 0 at ``total_steps`` (SGDR without restarts,
+    Loshchilov & Hutter 2017): a short run ends at small steps, where the EMA averages out less noise."""
+    warm = max(warmup_steps, 1)
+    if step < warm or schedule == "constant":
+        return min(1.0, (step + 1) / warm)
+    progress = min(1.0, (step + 1 - warm) / max(total_steps - warm, 1))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class DiffusionModule(pl.LightningModule):
     def __init__(
         self,
@@ -43,6 +58,7 @@ class DiffusionModule(pl.LightningModule):
         lr: float = 2e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        lr_schedule: str = "constant",
         betas: tuple[float, float] = (0.9, 0.999),
         ema_decay: float = 0.999,
         ema_warmup: bool = False,
@@ -67,6 +83,7 @@ class DiffusionModule(pl.LightningModule):
         self.train_net = torch.compile(self.net) if compile else self.net
         self.lr, self.weight_decay, self.warmup_steps, self.betas = lr, weight_decay, warmup_steps, tuple(betas)
         self.ema_decay, self.ema_warmup, self.max_bad_steps = ema_decay, bool(ema_warmup), max_bad_steps
+        self.lr_schedule = check_choice("optim.lr_schedule", lr_schedule, LR_SCHEDULES)
         self.max_update_ratio = max_update_ratio  # |Δθ| / |θ| above this: the update blew up (step undone)
         self.allow_identity_change = False  # train.py sets it from allow_identity_change=true
         self.channels_last = channels_last and len(self.data_shape) == 3
@@ -184,8 +201,11 @@ class DiffusionModule(pl.LightningModule):
         params = list(self.net.parameters())
         impl = {"fused": True} if params and all(p.is_cuda for p in params) else {"foreach": True}
         opt = torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay, **impl)
-        warm = max(self.warmup_steps, 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+        total = self.trainer.max_steps if self._trainer is not None else -1
+        if self.lr_schedule != "constant" and (total is None or total <= 0):
+            raise ValueError(f"optim.lr_schedule={self.lr_schedule} needs trainer.max_steps > 0, got {total}")
+        warm, schedule = self.warmup_steps, self.lr_schedule
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warm, schedule, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- checkpoints ----------------------------------------------------------------------------
