@@ -127,7 +127,10 @@ def has_stationary_law(process: Process) -> bool:
     return process.sde.stationary_cov is not None
 
 
-GRIDS = ("uniform", "quadratic", "edm", "logsnr")
+GRIDS = ("uniform", "quadratic", "edm", "logsnr", "logsnr_band")
+# EDM's noise range σ̃ ∈ [0.002, 80] (Karras et al. 2022, §5) as a logSNR band: outside it the posterior mean of
+# unit-scale data is (nearly) constant in the step, which x̂_0-steps integrate exactly
+LOGSNR_BAND = (-2 * math.log(80.0), -2 * math.log(0.002))
 
 
 def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float = 7.0) -> torch.Tensor:
@@ -137,6 +140,8 @@ def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float 
     logsnr: equal steps in the position block's true logSNR λ(t) = log(φ_t² / σ_t²) (``log_snr``), the grid of
     DPM-Solver for VP, here from each process's own mean map and marginal covariance.
     edm: EDM's ρ-polynomial (Karras et al. 2022, eq. 5) in the equivalent VE noise level σ̃ = σ_t / φ_t = e^{−λ/2}.
+    logsnr_band: equal steps in λ inside ``LOGSNR_BAND``, and one step from t_max into it / from it to t_min
+    where the process's path extends beyond it.
     """
     t0, t1 = process.t_min, process.t_max
     u = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
@@ -144,7 +149,7 @@ def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float 
         return t1 + (t0 - t1) * u
     if kind == "quadratic":
         return t0 + (t1 - t0) * (1 - u) ** 2
-    if kind in ("edm", "logsnr"):
+    if kind in ("edm", "logsnr", "logsnr_band"):
         if process.t_min <= 0:
             raise SamplerConfigError(f"time grid '{kind}' needs t_min > 0")
         return _grid_in_log_snr(process, u, kind, rho)
@@ -177,6 +182,15 @@ def _grid_in_log_snr(process: Process, u: torch.Tensor, kind: str, rho: float) -
     if kind == "edm":
         s_lo, s_hi = (0.5 * lo).exp(), (0.5 * hi).exp()
         target = 2 * (s_hi ** (1 / rho) + u * (s_lo ** (1 / rho) - s_hi ** (1 / rho))).log() * rho
+    elif kind == "logsnr_band":
+        band_lo, band_hi = max(lo, -LOGSNR_BAND[1]), min(hi, -LOGSNR_BAND[0])
+        first, last = bool(hi > band_hi), bool(lo < band_lo)  # the path leaves the band: one step outside
+        n = len(u) - 1
+        if n - first - last < 1:
+            first = last = False
+            band_lo, band_hi = lo, hi
+        inner = torch.linspace(band_hi, band_lo, n + 1 - first - last, dtype=torch.float64)
+        target = torch.cat([hi.reshape(1)] * first + [inner] + [lo.reshape(1)] * last)
     else:
         target = hi + u * (lo - hi)
     idx = torch.searchsorted(neg.contiguous(), target.clamp(lo, hi)).clamp(1, len(fine) - 1)

@@ -38,8 +38,9 @@ step size (expint_plan.py).
 
 Measured (docs/fast_sampling.md): with K = L_t the frozen ε carries the fast OU relaxation of the noised
 block, and for CLD/HOLD the step is unstable below roughly 50 (CLD) / 100 (HOLD) steps; K = R_t does not
-have this problem. 'quadratic' is the best grid for CLD/HOLD; 'logsnr'/'edm' follow the data block's std,
-which spans ~12 decades for HOLD, so their steps land where nothing happens. Extrapolating in log t is
+have this problem. 'quadratic' is the best grid for CLD/HOLD; 'logsnr' (the position block's true logSNR,
+base.log_snr) is best for VP, and spans −19 … 22 for HOLD, so its steps are thin where the modes separate
+(λ ≈ −2 … 5). Extrapolating in log t is
 better than in t for HOLD (ε varies on the log scale of the data block's noise level near t = 0).
 """
 
@@ -62,13 +63,14 @@ from .expint_plan import StepIntervals, data_prediction_steps, noise_prediction_
 
 EXTRAPOLATION = ("t", "tau", "log_t")
 PREDICTIONS = ("noise", "data")
-# The one place expint's defaults live (conf/sampler/expint.yaml leaves these null); docs/fast_sampling.md
-# has the measurements behind them.
-# The rule, one for every process: the reverse SDE (λ = 1) in x̂_0-steps of order 3 with the corrector on the
-# quadratic grid. λ = 1 corrects a network's score errors along the way (digits FD at 10 NFE 75 against 488
-# for the best λ = 0 configuration on the same checkpoint) and has no fixed prior-to-sample map, so it does not
-# inherit one seed's draw; with exact scores the λ = 0 ε-steps + corrector (``DEFAULTS_EXACT``: uniform grid
-# for VE, x̂_0-steps of order 2 for HOLD) reach EM@1000 sooner. docs/fast_sampling.md has the measurements.
+# The one place expint's defaults live (conf/sampler/expint.yaml leaves every option null): ``DEFAULTS``, with
+# ``PROCESS_DEFAULTS[process.name]`` on top (``defaults_for``). The rule (docs/fast_sampling.md): the reverse SDE
+# (λ = 1) in x̂_0-steps with the corrector for every process, since λ = 1 corrects a network's score errors
+# along the way (digits FD at 10 NFE 75 against 488 for the best λ = 0 configuration on the same checkpoint)
+# and has no fixed prior-to-sample map; per process, the order ∈ {2, 3} and grid ∈ {quadratic, logsnr,
+# logsnr_band} that first reach EM@1000's mode-KL band (target + 2 sd) on a calibration mixture that is no
+# public spec (benchmarks/results/fast_sampling/calibration_random3d.yaml; NFE 15, 20, 30, 50; seed 0,
+# n = 4000), ties broken by the lower mode-KL at that NFE.
 DEFAULTS = {
     "order": 3,
     "stochasticity": 1.0,
@@ -79,10 +81,16 @@ DEFAULTS = {
     "extrapolate": "t",
     "denoise": True,
 }
-# the fastest configuration with exact scores (docs/fast_sampling.md), as overrides of DEFAULTS per process
-# (``make benchmark-fast``'s row expint-exact)
+PROCESS_DEFAULTS: dict[str, dict] = {
+    "vp": {"grid": "logsnr_band"},  # calibration: 20 NFE (VE 30, CLD 30, HOLD 50)
+    "ve": {},
+    "cld": {"grid": "logsnr_band", "order": 2},
+    "hold": {},
+}
+# the fastest configuration with exact scores (docs/fast_sampling.md), as overrides of the process's defaults
+# (``make benchmark-fast``'s row expint-exact; grid and order stated, so they do not follow PROCESS_DEFAULTS)
 DEFAULTS_EXACT = {
-    name: {"stochasticity": 0.0, "prediction": "noise", **extra}
+    name: {"stochasticity": 0.0, "prediction": "noise", "order": 3, "grid": "quadratic", **extra}
     for name, extra in {
         "vp": {},
         "ve": {"grid": "uniform"},
@@ -179,12 +187,40 @@ def integrator_plan(process, ts: torch.Tensor, options: dict) -> dict:
         return plan
 
     key = ("plan", process_key(process), tuple(ts.tolist()), tuple(sorted(options.items())))
-    return cached(key, build)
+    return cached(key, lambda: first_order_long_steps(build(), variable(ts)))
 
 
-def resolve_options(options: dict) -> dict:
-    """The sampler's options with every None replaced by its default (``DEFAULTS``), checked."""
-    options = {name: DEFAULTS[name] if value is None else value for name, value in options.items()}
+# A step more than this many times longer than the one before it (in the extrapolation variable) is taken at
+# order 1: a polynomial through closely spaced nodes extrapolated over a much longer step amplifies the
+# nodes' noise like ratio^order (logsnr_band's end steps at 500–1000 NFE: ratios 10–100, mode-KL 0.43 at 1000
+# NFE on ring8 VP); there x̂_0 is nearly constant, which order 1 integrates exactly.
+STEP_RATIO_LIMIT = 3.0
+
+
+def first_order_long_steps(plan: dict, variable_ts: torch.Tensor) -> dict:
+    """The predictor weights of long steps (``STEP_RATIO_LIMIT``) collapsed onto the newest node: the Lagrange
+    basis sums to 1, so Σ_j V_j (Σ_j W_j) is the order-1 weight."""
+    h = variable_ts.diff().abs()
+    long = torch.zeros(len(h), dtype=torch.bool)
+    long[1:] = h[1:] > STEP_RATIO_LIMIT * h[:-1]
+    for name in ("V", "W"):
+        if name in plan and long.any():
+            weights = plan[name].clone()
+            weights[long, 0] = weights[long].sum(1)
+            weights[long, 1:] = 0
+            plan[name] = weights
+    return plan
+
+
+def defaults_for(process_name: str) -> dict:
+    """Every option's default for this process: ``DEFAULTS`` with the process's ``PROCESS_DEFAULTS`` on top."""
+    return {**DEFAULTS, **PROCESS_DEFAULTS.get(process_name, {})}
+
+
+def resolve_options(options: dict, process_name: str = "") -> dict:
+    """The sampler's options with every None replaced by the process's default (``defaults_for``), checked."""
+    defaults = defaults_for(process_name)
+    options = {name: defaults[name] if value is None else value for name, value in options.items()}
     order, lam = options["order"], options["stochasticity"]
     if isinstance(order, bool) or order not in (1, 2, 3):
         raise SamplerConfigError(f"sampler.order must be 1, 2 or 3, got {order!r}")
@@ -234,7 +270,8 @@ def exponential_integrator(
     """
     options = resolve_options(
         dict(order=order, stochasticity=stochasticity, prediction=prediction, corrector=corrector, kt=kt,
-             grid=grid, extrapolate=extrapolate, denoise=denoise)
+             grid=grid, extrapolate=extrapolate, denoise=denoise),
+        process.name,
     )  # fmt: skip
     run = FixedStepRun(process, score_fn, nfe, 1, options["denoise"], options["grid"])
     score, n, ts = run.score, run.n, run.ts
