@@ -224,8 +224,9 @@ def markdown_table(rows: list[dict]) -> str:
         "**target = max(mode-KL of EM at 1000 NFE, mode-KL of fresh data of the same size)** per spec × process.",
         "[≈N]: first NFE within sampling noise, mode-KL ≤ target + 2 sd (sd of fresh-data mode-KL), when earlier.",
         "`>1000`: not reached at 1000 NFE. ode-dopri5: NFE used at the loosest rtol = atol in {1e-2, …, 1e-5}",
-        "that reaches the target. expint: the default (samplers/expint.py DEFAULTS); -corr: order 3, quadratic grid,"
-        " corrector on; o = order, then the time grid: ε-steps, λ = 0, no corrector."
+        "that reaches the target. expint: the process's default (samplers/expint.py defaults_for); -corr: order 3,"
+        " quadratic grid, corrector on (-data-sde-corr: λ = 1, the default before the per-process rule); o = order,"
+        " then the time grid: ε-steps, λ = 0, no corrector."
         + (f" n_samples = {', '.join(map(str, n))}." if n else ""),
     ]
     for spec in dict.fromkeys(g for g, _ in columns_of(heads)):
@@ -259,7 +260,7 @@ def compact_table(rows: list[dict]) -> str:
     heads, first = summarise(rows)
     _, noisy = summarise(rows, noise=True)
     columns = columns_of(heads)
-    short = {"ring8_2d": "ring8", "anisotropic_4d": "aniso4", "mixture10_32d": "mix32"}
+    short = {"ring8_2d": "ring8", "anisotropic_4d": "aniso4", "mixture10_32d": "mix32", "heldout_random8d": "heldout8d"}
     lines = ["| sampler | " + " | ".join(f"{short.get(g, g)} {d}" for g, d in columns) + " |"]
     lines.append("|---|" + "---|" * len(columns))
     labels = config_order(rows)
