@@ -571,26 +571,6 @@ def test_time_grid_endpoints_and_monotone(process_name, kind):
         assert (ts[1:] < ts[:-1]).all(), (process_name, kind, n)
 
 
-@pytest.mark.parametrize("process_name", ["vp", "ve", "cld", "hold", "chain4"])
-@pytest.mark.parametrize("kind", ["edm", "logsnr"])
-def test_noise_level_grids_hit_their_target_levels(process_name, kind):
-    """edm: σ_i = (σ_max^{1/ρ} + u_i(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ; logsnr: log σ_i uniform; σ(t) the kernel's
-    data-block std (monotone in t). Every grid time must realise its target level to within 1e-3 (the grid
-    inverts a tabulated σ(t) by log-log interpolation; an exact inversion would reach machine precision)."""
-    process = GRID_PROCESSES[process_name]()
-    n, rho = 40, 7.0
-    ts = time_grid(process, n, kind, rho=rho)
-    sigma = process.kernel(ts)[1][:, 0, 0].sqrt()
-    s_hi, s_lo = sigma[0], sigma[-1]
-    u = torch.linspace(0, 1, n + 1, dtype=F64)
-    if kind == "edm":
-        target = (s_hi ** (1 / rho) + u * (s_lo ** (1 / rho) - s_hi ** (1 / rho))) ** rho
-    else:
-        target = torch.exp(torch.log(s_hi) + u * (torch.log(s_lo) - torch.log(s_hi)))
-    rel = ((sigma - target) / target).abs().max().item()
-    assert rel < 1e-3, rel
-
-
 def test_a_retired_option_at_its_old_default_is_dropped_for_old_checkpoints():
     """Checkpoints store the sampler config they were trained with: lie_trotter's symmetric=false (the old
     default) still loads, and runs as before; symmetric=true is the error above."""
