@@ -95,3 +95,31 @@ def test_the_default_converges_on_gaussian_data(make):
         errors[nfe] = max(mean_err, std_err)
     assert errors[200] < 4 and errors[1000] < 4, errors
     assert errors[8] > errors[200], errors
+
+
+def test_process_defaults_are_options_and_picked_by_process_name():
+    from momentum_diffusion.samplers.expint import DEFAULTS, PROCESS_DEFAULTS, defaults_for, resolve_options
+
+    assert set(PROCESS_DEFAULTS) == {"vp", "ve", "cld", "hold"}
+    assert all(set(rule) <= set(DEFAULTS) for rule in PROCESS_DEFAULTS.values())
+    assert defaults_for("langevin4") == DEFAULTS  # a process without a row: the common rule
+    for name in PROCESS_DEFAULTS:
+        resolved = resolve_options(dict.fromkeys(DEFAULTS), name)
+        assert resolved == {**defaults_for(name), "stochasticity": float(defaults_for(name)["stochasticity"])}
+
+
+def test_a_step_much_longer_than_the_last_is_first_order():
+    """logsnr_band at 200 steps: the last step is ~7× the one before. Its predictor weights must be the order-1
+    weights (Σ_j V_j, the Lagrange basis summing to 1): equal to an order-1 plan's for the same step."""
+    from momentum_diffusion.samplers.expint import DEFAULTS, integrator_plan
+
+    process = vp()
+    ts = time_grid(process, 200, "logsnr_band")
+    h = ts.diff().abs()
+    assert float(h[-1] / h[-2]) > 3
+    options = {**DEFAULTS, "grid": "logsnr_band"}
+    high = integrator_plan(process, ts, options)
+    low = integrator_plan(process, ts, {**options, "order": 1, "corrector": False})
+    assert float(high["V"][-1, 1:].abs().max()) == 0.0
+    torch.testing.assert_close(high["V"][-1, 0], low["V"][-1, 0], rtol=1e-7, atol=1e-12)
+    assert float(high["V"][-2, 1:].abs().max()) > 0  # ordinary steps keep their order
