@@ -203,7 +203,7 @@ def both(strict, noisy, ode=False, speedup=True) -> str:
 def config_order(rows: list[dict]) -> list[str]:
     labels = {r["config"] for r in rows}
     expint = [label for label, name, _ in sampler_configs("vp") if name == "expint"]
-    order = ["em", "pc", "sscs", "lie_trotter", "ams", "ode-dopri5", *expint]
+    order = ["em", "pc", "sscs", "lie_trotter", "ams", "ode-dopri5", *expint, "expint-band"]  # band: docs
     return [lbl for lbl in order if lbl in labels]
 
 
@@ -225,7 +225,7 @@ def markdown_table(rows: list[dict]) -> str:
         "[≈N]: first NFE within sampling noise, mode-KL ≤ target + 2 sd (sd of fresh-data mode-KL), when earlier.",
         "`>1000`: not reached at 1000 NFE. ode-dopri5: NFE used at the loosest rtol = atol in {1e-2, …, 1e-5}",
         "that reaches the target. expint: the process's default (samplers/expint.py defaults_for); -corr: order 3,"
-        " quadratic grid, corrector on (-data-sde-corr: λ = 1, the default before the per-process rule); o = order,"
+        " quadratic grid, corrector on (-data-sde-corr: λ = 1, the default before the per-process rule; -band: VP o3 / CLD o2 on logsnr_band, not a default); o = order,"
         " then the time grid: ε-steps, λ = 0, no corrector."
         + (f" n_samples = {', '.join(map(str, n))}." if n else ""),
     ]
@@ -284,9 +284,10 @@ def compact_table(rows: list[dict]) -> str:
             same = (noise and noise[0]) == (strict and strict[0])
             cells.append(text if same or not noise else f"{text} [≈{noise[0]}]")
         lines.append(f"| expint o{order} (best grid) | " + " | ".join(cells) + " |")
-    single = ("expint-exact", "expint-noise", "expint-data", "expint-sde", "expint-o3-quadratic-logt")
+    single = ("expint-exact", "expint-noise", "expint-data", "expint-sde", "expint-o3-quadratic-logt", "expint-band")
     for label in [lbl for lbl in labels if lbl == "expint" or lbl.startswith(single)]:
-        cells = [both(first[(g, d, label)], noisy[(g, d, label)], False, False) for g, d in columns]
+        keys = [(g, d, label) for g, d in columns]
+        cells = [both(first[k], noisy[k], False, False) if k in first else "—" for k in keys]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -65,12 +65,14 @@ EXTRAPOLATION = ("t", "tau", "log_t")
 PREDICTIONS = ("noise", "data")
 # The one place expint's defaults live (conf/sampler/expint.yaml leaves every option null): ``DEFAULTS``, with
 # ``PROCESS_DEFAULTS[process.name]`` on top (``defaults_for``). The rule (docs/fast_sampling.md): the reverse SDE
-# (λ = 1) in x̂_0-steps with the corrector for every process, since λ = 1 corrects a network's score errors
-# along the way (digits FD at 10 NFE 75 against 488 for the best λ = 0 configuration on the same checkpoint)
-# and has no fixed prior-to-sample map; per process, the order ∈ {2, 3} and grid ∈ {quadratic, logsnr,
-# logsnr_band} that first reach EM@1000's mode-KL band (target + 2 sd) on a calibration mixture that is no
-# public spec (benchmarks/results/fast_sampling/calibration_random3d.yaml; NFE 15, 20, 30, 50; seed 0,
-# n = 4000), ties broken by the lower mode-KL at that NFE.
+# (λ = 1) in x̂_0-steps with the corrector on the quadratic grid for every process, since λ = 1 corrects a
+# network's score errors along the way (digits FD at 10 NFE 75 against 488 for the best λ = 0 configuration on
+# the same checkpoint) and has no fixed prior-to-sample map; per process, the order ∈ {2, 3} that first reaches
+# EM@1000's mode-KL band (target + 2 sd) on a calibration mixture that is no public spec
+# (benchmarks/results/fast_sampling/calibration_random3d.yaml; NFE 15, 20, 30, 50; seed 0, n = 4000), ties and
+# misses broken by the lower mode-KL at the deciding NFE. The logSNR grids won on that mixture for VP and CLD
+# but start with evaluations at λ ≈ −10 … −8.8, where a network's x̂_0 = (z − σ ε̂)/α carries ε̂'s error ×1/α ≈ 100:
+# digits VP FD 1.4e6 at 10 NFE (quadratic: 12–14), so they are not a default.
 DEFAULTS = {
     "order": 3,
     "stochasticity": 1.0,
@@ -82,9 +84,9 @@ DEFAULTS = {
     "denoise": True,
 }
 PROCESS_DEFAULTS: dict[str, dict] = {
-    "vp": {"grid": "logsnr_band"},  # calibration: 20 NFE (VE 30, CLD 30, HOLD 50)
+    "vp": {"order": 2},  # calibration: 20 NFE (order 3: 30); VE 30, CLD and HOLD 50
     "ve": {},
-    "cld": {"grid": "logsnr_band", "order": 2},
+    "cld": {},
     "hold": {},
 }
 # the fastest configuration with exact scores (docs/fast_sampling.md), as overrides of the process's defaults
