@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
+from gaussian import score_fn
 from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
 from momentum_diffusion.processes.noise_factor import accurate_kernel_cov
 from momentum_diffusion.samplers.base import log_snr, time_grid
+from momentum_diffusion.samplers.expint import exponential_integrator
 
 F64 = torch.float64
 PROCESSES = [vp, ve, cld, hold]
@@ -76,12 +78,8 @@ def test_edm_grid_is_the_rho_polynomial_in_the_equivalent_ve_sigma(make):
 def test_the_default_converges_on_gaussian_data(make):
     """``sampler=expint`` with no options (the process's defaults, expint.defaults_for), exact scores of data
     N(0.5, 0.3²), from the exact prior draw: the data block's mean and std approach the data law as NFE grows,
-    and at 200 and 1000 NFE sit within Monte Carlo error (no plateau, no blow-up of long end steps) (in standard errors; the final denoising step shrinks the std by
-    a relative ~σ²_{t_min}/0.09, far below one standard error)."""
-    from gaussian import score_fn
-
-    from momentum_diffusion.samplers.expint import exponential_integrator
-
+    and at 200 and 1000 NFE sit within Monte Carlo error (no plateau, no blow-up of long end steps; in standard
+    errors: the final denoising step shrinks the std by a relative ~σ²_{t_min}/0.09, far below one)."""
     process, n, mean, std = make(), 20_000, 0.5, 0.3
     errors = {}
     for nfe in (8, 200, 1000):
@@ -149,10 +147,6 @@ def test_the_default_tolerates_a_network_like_score_error_at_low_nfe(make):
     With the exact Gaussian score plus such an error (score − 0.1 u / σ_t, u a fixed random direction), the
     default at 10 NFE must stay near the data (|x − 0.5| < 3 for 99.9 % of samples, data std 0.3). The logSNR
     grids, which spend their first evaluations at λ < −8.7, fail this for VP (digits VP FD 1.4e6 at 10 NFE)."""
-    from gaussian import score_fn
-
-    from momentum_diffusion.samplers.expint import exponential_integrator
-
     process, n = make(), 2000
     exact = score_fn(process, 0.5, 0.3)
     u = torch.randn((n, 4), generator=torch.Generator().manual_seed(7), dtype=F64)

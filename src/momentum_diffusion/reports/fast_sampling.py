@@ -225,9 +225,9 @@ def markdown_table(rows: list[dict]) -> str:
         "[≈N]: first NFE within sampling noise, mode-KL ≤ target + 2 sd (sd of fresh-data mode-KL), when earlier.",
         "`>1000`: not reached at 1000 NFE. ode-dopri5: NFE used at the loosest rtol = atol in {1e-2, …, 1e-5}",
         "that reaches the target. expint: the process's default (samplers/expint.py defaults_for); -corr: order 3,"
-        " quadratic grid, corrector on (-data-sde-corr: λ = 1, the default before the per-process rule; -band: VP o3 / CLD o2 on logsnr_band, not a default); o = order,"
-        " then the time grid: ε-steps, λ = 0, no corrector."
-        + (f" n_samples = {', '.join(map(str, n))}." if n else ""),
+        " quadratic grid, corrector on (-data-sde-corr: λ = 1, the default before the per-process rule; -band:"
+        " VP o3 / CLD o2 on logsnr_band, not a default); o = order, then the time grid: ε-steps, λ = 0, no"
+        " corrector." + (f" n_samples = {', '.join(map(str, n))}." if n else ""),
     ]
     for spec in dict.fromkeys(g for g, _ in columns_of(heads)):
         procs = [d for g, d in columns_of(heads) if g == spec]
@@ -347,8 +347,11 @@ def main(argv=None):
         "--render", nargs="*", default=None, metavar="CSV", help="only merge these results.csv files and render"
     )
     parser.add_argument(
-        "--reuse-em", default=None, metavar="CSV", help="EM's rows (reference and scan) from this earlier results.csv "
-        "of the same seed and n_samples instead of rerunning EM (EM's code unchanged since)"
+        "--reuse-em",
+        default=None,
+        metavar="CSV",
+        help="EM's rows (reference and scan) from this earlier results.csv "
+        "of the same seed and n_samples instead of rerunning EM (EM's code unchanged since)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops)")
     parser.add_argument("--out", default="benchmarks/results/fast_sampling", help="relative to the current directory")

@@ -38,9 +38,9 @@ step size (expint_plan.py).
 
 Measured (docs/fast_sampling.md): with K = L_t the frozen ε carries the fast OU relaxation of the noised
 block, and for CLD/HOLD the step is unstable below roughly 50 (CLD) / 100 (HOLD) steps; K = R_t does not
-have this problem. 'quadratic' is the best grid for CLD/HOLD; 'logsnr' (the position block's true logSNR,
-base.log_snr) is best for VP, and spans −19 … 22 for HOLD, so its steps are thin where the modes separate
-(λ ≈ −2 … 5). Extrapolating in log t is
+have this problem. 'quadratic' is the default grid; 'logsnr'/'logsnr_band' (the position block's true logSNR,
+base.log_snr) are faster for VP/CLD with exact scores but put the first evaluations at λ < −8.7, where a
+network's x̂_0 is its ε error × 1/α (docs/fast_sampling.md). Extrapolating in log t is
 better than in t for HOLD (ε varies on the log scale of the data block's noise level near t = 0).
 """
 
