@@ -21,7 +21,7 @@ install: $(STAMP)
 # The default job (README): CLD on the digits, evaluated with the stochastic exponential integrator at 20 and 50
 # NFE (FD 10.4 / 7.2; SSCS needed 100 NFE for 10.2: 70 instead of 170 network evaluations, README).
 train: $(STAMP)
-	$(PY) src/train.py sampler=expint sampler.stochasticity=1 sampler.prediction=data 'sampler.nfe=[20,50]' $(ARGS)
+	$(PY) src/train.py sampler=expint 'sampler.nfe=[20,50]' $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
