@@ -78,11 +78,11 @@ def test_edm_grid_is_the_rho_polynomial_in_the_equivalent_ve_sigma(make):
 def test_the_default_converges_on_gaussian_data(make):
     """``sampler=expint`` with no options (the process's defaults, expint.defaults_for), exact scores of data
     N(0.5, 0.3²), from the exact prior draw: the data block's mean and std approach the data law as NFE grows,
-    and at 200 and 1000 NFE sit within Monte Carlo error (no plateau, no blow-up of long end steps; in standard
+    and at 1000 NFE sit within Monte Carlo error (no plateau, no blow-up of long end steps; in standard
     errors: the final denoising step shrinks the std by a relative ~σ²_{t_min}/0.09, far below one)."""
-    process, n, mean, std = make(), 20_000, 0.5, 0.3
+    process, n, mean, std = make(), 5_000, 0.5, 0.3
     errors = {}
-    for nfe in (8, 200, 1000):
+    for nfe in (8, 1000):
         gen = torch.Generator().manual_seed(5)
         z = process.sample_prior((n, 1), generator=gen, dtype=F64)
         out, used = exponential_integrator(process, score_fn(process, mean, std), z, nfe=nfe, generator=gen)
@@ -91,8 +91,8 @@ def test_the_default_converges_on_gaussian_data(make):
         mean_err = abs(float(x.mean()) - mean) / (std / math.sqrt(n))
         std_err = abs(float(x.std()) - std) / (std / math.sqrt(2 * n))
         errors[nfe] = max(mean_err, std_err)
-    assert errors[200] < 4 and errors[1000] < 4, errors
-    assert errors[8] > errors[200], errors
+    assert errors[1000] < 4, errors
+    assert errors[8] > errors[1000], errors
 
 
 def test_process_defaults_are_options_and_picked_by_process_name():
