@@ -109,12 +109,16 @@ def test_optuna_tunes_pc_snr_on_the_exact_score_benchmark(tmp_path):
     assert len(list(sweep.glob("*/results.csv"))) == 3
 
 
-def test_bad_launcher_or_sweeper_name_is_one_line():
-    proc = run("src/train.py", "-m", "hydra/launcher=slurm", check=False)  # before Hydra: no traceback, no run
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+def test_bad_launcher_or_sweeper_name_is_one_line(monkeypatch, capsys):
+    """The entry scripts' run_app, in process: the check comes before Hydra (the app never starts)."""
+    from momentum_diffusion.cli.launch import check_launcher_args, run_app
+
+    monkeypatch.setattr("sys.argv", ["src/train.py", "-m", "hydra/launcher=slurm"])
+    with pytest.raises(SystemExit) as exit_info:
+        run_app(lambda: pytest.fail("Hydra started despite the bad launcher"))
+    assert exit_info.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
         "error: hydra/launcher=slurm is not available; valid: basic, submitit_slurm, submitit_local"
     ]
-    from momentum_diffusion.cli.launch import check_launcher_args
 
     assert check_launcher_args(["-m", "hydra/sweeper=optuan"]) == (
         "error: hydra/sweeper=optuan is not available; valid: basic, tune, optuna"
