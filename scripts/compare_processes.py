@@ -15,8 +15,8 @@ A variant is a process plus Hydra overrides. By default one variant per process 
     # one ablation: the mixed score's data std
     python scripts/compare_processes.py --out /tmp/cmp --seeds 0 --nfes 20,50 \\
         --variant 'std1:cld objective.data_std=1.0' --variant 'std05:cld objective.data_std=0.5'
-    # the table of a study (any subset: --processes / --tags / --samplers filter it)
-    python scripts/compare_processes.py --out /tmp/cmp --report
+    # the table of a study (any subset: --processes / --tags filter it)
+    python scripts/compare_processes.py --out /tmp/cmp --report --processes cld --tags lr2e-3,lr4e-3
 """
 
 from __future__ import annotations
@@ -168,6 +168,8 @@ def report(rows: list[dict], nfes: list[int] | None = None) -> str:
         key = (r["process"], r["variant"], r["sampler"])
         if math.isfinite(float(r["fd_digits"])):  # a failed budget is recorded as nan and left out
             groups.setdefault(key, {}).setdefault(int(r["nfe_budget"]), {})[r["seed"]] = float(r["fd_digits"])
+    if not groups:
+        return "(no FD rows)\n"
     nfes = nfes or sorted({n for g in groups.values() for n in g})
     head = "| process | variant | sampler | seeds | " + " | ".join(f"NFE {n}" for n in nfes) + " | best |"
     out = [head, "|" + "---|" * (5 + len(nfes))]
@@ -207,6 +209,7 @@ def parse_args(argv=None):
     ap.add_argument("--jobs", type=int, default=1, help="runs trained / evaluated at once (one thread each)")
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--report", action="store_true", help="print the table of OUT/fd.csv and exit")
+    ap.add_argument("--tags", type=lambda s: s.split(","), default=None, help="--report: only these variants")
     args = ap.parse_args(argv)
     sets: dict[str, list[str]] = {}
     for text in args.set:
@@ -224,7 +227,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     path = args.out / "fd.csv"
     if args.report:
-        print(report(read_rows(path)))
+        rows = [r for r in read_rows(path) if r["process"] in args.processes]
+        print(report([r for r in rows if args.tags is None or r["variant"] in args.tags]))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     runs = [(v, s) for v in variants(args) for s in args.seeds]
