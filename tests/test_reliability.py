@@ -518,7 +518,7 @@ def test_identity_names_process_objective_and_network_and_old_checkpoints_still_
         return build_module(dict(tiny_config("gmm", *extra), data_shape=[2]))
 
     base = module_for()
-    assert base.identity["diffusion.beta"] == 4.0 and base.identity["objective.kt"] == "cholesky"
+    assert base.identity["diffusion.beta"] == 3.5 and base.identity["objective.kt"] == "cholesky"
     assert base.identity["model.hidden"] == 32 and "model.dropout" not in base.identity
     training_only = {
         "model": {"hidden": 3, "compile": True, "dropout": 0.1},
@@ -609,7 +609,7 @@ def bad_input_battery(tmp_path: Path, full: bool, extra=()) -> dict:
         (
             "train.py",
             [*gmm, "diffusion.beta=8", f"ckpt_path={ckpt}", out],
-            "diffusion.beta: checkpoint 4.0 vs config 8",
+            "diffusion.beta: checkpoint 3.5 vs config 8",
         ),
         ("train.py", [*gmm, "model.hidden=64", "allow_identity_change=true", f"ckpt_path={ckpt}", out], "model.hidden"),
         ("train.py", [*gmm, "seed=1.5", out], "seed"),
