@@ -117,3 +117,13 @@ def test_lr_schedule_is_checked_and_needs_max_steps() -> None:
     module.trainer = module._trainer
     with pytest.raises(ValueError, match="trainer.max_steps"):
         DiffusionModule.configure_optimizers(module)
+
+
+def test_cli_refuses_a_cosine_schedule_without_max_steps_before_any_work() -> None:
+    from helpers import compose_config
+    from momentum_diffusion.cli.common import UserError, validate_train_config
+
+    validate_train_config(compose_config("train"))  # the default job: cosine over its 1,000 steps
+    validate_train_config(compose_config("train", "trainer.max_steps=-1", "optim.lr_schedule=constant"))
+    with pytest.raises(UserError, match=r"^optim.lr_schedule=cosine needs trainer.max_steps > 0, got -1$"):
+        validate_train_config(compose_config("train", "trainer.max_steps=-1"))

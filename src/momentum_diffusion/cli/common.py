@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from ..choices import check_choice
 from ..lightning.checkpointing import (
     CheckpointError,
     check_finite_weights,
@@ -25,7 +26,6 @@ from ..lightning.checkpointing import (
     remove_stale_temporaries,
     weights_identity,
 )
-from ..choices import check_choice
 from ..lightning.module import LR_SCHEDULES, DiffusionModule
 from ..samplers import check_support, configure
 from ..samplers.budget import single_budget
@@ -388,6 +388,9 @@ def validate_train_config(cfg) -> None:
     check_seed(cfg.seed)
     check_threads(cfg.get("threads"))
     check_optim(to_dict(cfg.optim) if cfg.get("optim") is not None else {})
+    schedule, max_steps = (cfg.get("optim") or {}).get("lr_schedule", "constant"), cfg.trainer.get("max_steps", -1)
+    if schedule != "constant" and not (isinstance(max_steps, int) and max_steps > 0):
+        raise UserError(f"optim.lr_schedule={schedule} needs trainer.max_steps > 0, got {max_steps!r}")
     allow = cfg.get("allow_identity_change", False)
     if not isinstance(allow, bool):
         raise UserError(f"allow_identity_change must be true or false, got {allow!r}")

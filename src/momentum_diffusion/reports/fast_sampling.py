@@ -142,7 +142,8 @@ def run_spec_process(
     }
     rows = [{**r, **extra} for r in em_rows or []]
     for label, name, overrides in sampler_configs(diffusion):
-        if only and label not in only and label != "em" or em_rows and label == "em":
+        reused = em_rows and label == "em"  # its rows came from the earlier run
+        if reused or (only and label not in only and label != "em"):
             continue
         process, sampler = build(diffusion, name, overrides)
         if name not in valid_samplers(process):

@@ -267,7 +267,8 @@ def exponential_integrator(
     ``prediction``: 'noise' (extrapolate ε in K_t = ``kt``; λ = 0 only) or 'data' (extrapolate x̂_0 = E[x_0|z]);
     ``corrector``: UniPC-style correction of every step with the next evaluation (no extra NFE, one order up);
     ``extrapolate``: polynomial in 't', 'tau' or 'log_t'; ``grid``, ``denoise``: as every sampler (base.py).
-    None takes the default (``DEFAULTS``, the one place defaults live; conf/sampler/expint.yaml leaves them null).
+    None takes the process's default (``defaults_for``: ``DEFAULTS`` + ``PROCESS_DEFAULTS``, the one place they
+    live; conf/sampler/expint.yaml leaves them null).
     If ``score_fn`` predicts ε in the same K_t (a ScoreModel), the noise form uses its ε̂ directly.
     """
     options = resolve_options(
