@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from bad_inputs import NONFINITE_CLI, bad_input_battery, check_bad_input_battery, check_nonfinite_cli
 from helpers import TINY_TRAIN, read_csv
 from helpers import run_script as run
-from test_reliability import NONFINITE_CLI, bad_input_battery, check_bad_input_battery, check_nonfinite_cli
 
 
 def test_train_writes_checkpoint_grid_and_metric_per_nfe(runs):
