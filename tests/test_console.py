@@ -56,3 +56,23 @@ def test_progress_bar_counts_steps_over_epochs_and_the_run_is_quiet(tmp_path, ca
     assert "Step" in task.description and task.total == 5 and task.completed == 5
     assert not [w for w in caught if "LeafSpec" in str(w.message)]
     assert "litlogger" not in caplog.text
+
+
+def test_throughput_reaches_the_logger_at_every_window_end(tmp_path):
+    """Windows of 3 steps under log_every_n_steps=10: every window's step_s is in metrics.csv, at the global step
+    where it ended (1 warm-up step, then windows end at 4, 7, 10, 13), and first_step_s once at step 1."""
+    import csv
+
+    from momentum_diffusion.lightning.throughput import ImagesPerSecond
+
+    loader = DataLoader(TensorDataset(torch.randn(8, 1)), batch_size=2)
+    logger = pl.loggers.CSVLogger(str(tmp_path), name="logs", version="")
+    trainer = pl.Trainer(
+        max_steps=14, callbacks=[ImagesPerSecond(every_n_steps=3)], logger=logger, enable_checkpointing=False,
+        default_root_dir=tmp_path, log_every_n_steps=10, enable_model_summary=False, enable_progress_bar=False,
+    )  # fmt: skip
+    trainer.fit(_Tiny(), train_dataloaders=loader)
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))
+    assert sorted(int(r["step"]) for r in rows if r.get("train/step_s")) == [4, 7, 10, 13]
+    assert [int(r["step"]) for r in rows if r.get("train/first_step_s")] == [1]
+    assert all(float(r["train/img_per_s"]) > 0 for r in rows if r.get("train/step_s"))

@@ -7,6 +7,8 @@ costs: it is the rate the run actually trains at.
 
 Logged: ``train/img_per_s`` (all devices together: per-device batch × world size), ``train/step_s``
 (seconds per step) and, once, ``train/first_step_s`` (the first step, which includes ``torch.compile``).
+They go to the loggers directly: ``self.log`` from a callback reaches them only at Lightning's logging steps
+(multiples of ``trainer.log_every_n_steps``), which a window's end rarely is, and most windows were lost.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ __all__ = ["ImagesPerSecond"]
 def _batch_size(batch) -> int:
     x = batch[0] if isinstance(batch, (list, tuple)) else batch
     return int(x.shape[0]) if isinstance(x, torch.Tensor) and x.dim() > 0 else 1
+
+
+def _log(trainer, metrics: dict) -> None:
+    for logger in trainer.loggers:  # rank-zero-only loggers write on rank 0 alone
+        logger.log_metrics(metrics, step=trainer.global_step)
 
 
 class ImagesPerSecond(pl.Callback):
@@ -51,7 +58,7 @@ class ImagesPerSecond(pl.Callback):
             self._sync(pl_module)
             self._t0 = time.perf_counter()
             self.first_step_s = self._t0 - self._start
-            pl_module.log("train/first_step_s", self.first_step_s, on_step=True, on_epoch=False, batch_size=1)
+            _log(trainer, {"train/first_step_s": self.first_step_s})
             return
         self._images += _batch_size(batch) * world
         self._steps += 1
@@ -62,11 +69,10 @@ class ImagesPerSecond(pl.Callback):
         elapsed = max(now - self._t0, 1e-9)
         record = {"step": trainer.global_step, "img_per_s": self._images / elapsed, "step_s": elapsed / self._steps}
         self.history.append(record)
-        pl_module.log("train/img_per_s", record["img_per_s"], on_step=True, on_epoch=False, batch_size=1)
-        pl_module.log("train/step_s", record["step_s"], on_step=True, on_epoch=False, batch_size=1)
+        metrics = {"train/img_per_s": record["img_per_s"], "train/step_s": record["step_s"]}
         if pl_module.device.type == "cuda":  # peak memory of the step (activations included), GiB
-            peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
-            pl_module.log("train/peak_gib", peak, on_step=True, on_epoch=False, batch_size=1)
+            metrics["train/peak_gib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+        _log(trainer, metrics)
         self._t0, self._images, self._steps = now, 0, 0
 
     def on_train_end(self, trainer, pl_module):
