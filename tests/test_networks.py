@@ -197,6 +197,22 @@ def test_wrong_channels_and_bad_options_rejected() -> None:
         MLP(2, 2, time_embedding="learned")
 
 
+def test_resampling_without_conv_is_pooling_and_nearest_neighbour() -> None:
+    """``resamp_with_conv=False`` (score_sde's switch): the DDPM UNet's down/up steps are 2×2 average pooling and
+    nearest-neighbour doubling, so exactly the two 3×3 resampling convs (C=16 down, C=32 up) leave the parameters."""
+    with_conv = UNet(2, 2, 8, base_channels=16, channel_mult=(1, 2))
+    plain = UNet(2, 2, 8, base_channels=16, channel_mult=(1, 2), resamp_with_conv=False)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(with_conv) - count(plain) == (16 * 16 * 9 + 16) + (32 * 32 * 9 + 32)
+    x = torch.randn(2, 16, 8, 8)
+    down = x.reshape(2, 16, 4, 2, 4, 2).mean(dim=(3, 5))
+    torch.testing.assert_close(plain.enc_down[0](x), down)
+    y = torch.randn(2, 32, 4, 4)
+    torch.testing.assert_close(plain.dec_up[0](y), y.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+    x, t = torch.randn(3, 2, 8, 8), torch.rand(3)
+    assert plain(x, t).shape == (3, 2, 8, 8)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Full-size configurations (construction only; a forward pass of 100M parameters is too slow here).
 

@@ -14,6 +14,9 @@ progressive_input     none           none        residual
 skip_rescale          no             1/√2        1/√2
 ====================  =============  ==========  ============
 
+``resamp_with_conv`` (score_sde's name; default on) drops the 3×3 conv after a ddpm-type block's pooling /
+nearest-neighbour resampling when off (the biggan blocks resample inside the residual block).
+
 Layout, per resolution level ``i`` with ``C_i = base_channels · channel_mult[i]``: ``num_res_blocks``
 residual blocks (+ attention where the resolution is in ``attention_resolutions``), then a downsampling
 step; a middle block (res, attention, res); and a mirrored decoder with ``num_res_blocks + 1`` blocks per
@@ -77,6 +80,7 @@ class UNetSwitches:
     time_embedding: str = "positional"  # or "fourier" (scale ``fourier_scale``)
     fourier_scale: float = 16.0
     resblock_type: str = "biggan"  # or "ddpm": separate conv down/upsampling layers
+    resamp_with_conv: bool = True  # ddpm: a 3×3 conv after each resampling (score_sde's resamp_with_conv)
     fir: bool = False
     fir_kernel: Sequence[int] = FIR_KERNEL
     progressive_input: str = "none"  # or "residual"
@@ -120,12 +124,16 @@ class _Blocks:
     def down(self, channels: int) -> nn.Module:
         if self.s.resblock_type == "biggan":
             return self.res(channels, channels, down=True)
-        return _Timeless(Downsample(channels, with_conv=True, fir=self.s.fir, fir_kernel=self.s.fir_kernel))
+        return _Timeless(
+            Downsample(channels, with_conv=self.s.resamp_with_conv, fir=self.s.fir, fir_kernel=self.s.fir_kernel)
+        )
 
     def up(self, channels: int) -> nn.Module:
         if self.s.resblock_type == "biggan":
             return self.res(channels, channels, up=True)
-        return _Timeless(Upsample(channels, with_conv=True, fir=self.s.fir, fir_kernel=self.s.fir_kernel))
+        return _Timeless(
+            Upsample(channels, with_conv=self.s.resamp_with_conv, fir=self.s.fir, fir_kernel=self.s.fir_kernel)
+        )
 
     def pyramid(self, cin: int, cout: int) -> Downsample:
         return Downsample(cin, cout, with_conv=True, fir=self.s.fir, fir_kernel=self.s.fir_kernel)
