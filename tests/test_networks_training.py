@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from momentum_diffusion.lightning.module import DiffusionModule, _all_finite, lr_factor
+from momentum_diffusion.lightning.module import DiffusionModule, UpdateSnapshot, _all_finite, lr_factor
 from momentum_diffusion.networks import NCSNpp
 
 
@@ -127,3 +127,44 @@ def test_cli_refuses_a_cosine_schedule_without_max_steps_before_any_work() -> No
     validate_train_config(compose_config("train", "trainer.max_steps=-1", "optim.lr_schedule=constant"))
     with pytest.raises(UserError, match=r"^optim.lr_schedule=cosine needs trainer.max_steps > 0, got -1$"):
         validate_train_config(compose_config("train", "trainer.max_steps=-1"))
+
+
+def _adam_step(net: nn.Module, opt: torch.optim.Optimizer, seed: int) -> None:
+    opt.zero_grad()
+    torch.manual_seed(seed)
+    (net(torch.randn(2, 4, 8, 8), torch.rand(2)) - 1).square().mean().backward()  # zero-initialised output
+    opt.step()
+
+
+def _state_copy(opt: torch.optim.Optimizer) -> dict:
+    return {id(p): {k: v.clone() for k, v in s.items()} for p, s in opt.state.items()}
+
+
+def test_update_snapshot_undoes_an_adam_step_exactly_first_and_later_steps() -> None:
+    """Restoring puts back the weights and every Adam tensor bit for bit, in the tensors Adam holds; before the
+    first step the state Adam created goes; the buffers are reused and hold the latest snapshot, not an alias."""
+    net = tiny_net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2, foreach=True)
+    snap = UpdateSnapshot()
+    weights = [p.detach().clone() for p in net.parameters()]
+    snap.take(net, opt)
+    _adam_step(net, opt, 0)
+    snap.restore(net, opt)
+    assert len(opt.state) == 0
+    assert all(torch.equal(p, w) for p, w in zip(net.parameters(), weights))
+    for seed in (1, 2):  # two real steps, then a snapshot taken into the reused buffers
+        _adam_step(net, opt, seed)
+    weights, state = [p.detach().clone() for p in net.parameters()], _state_copy(opt)
+    held = {id(p): dict(s) for p, s in opt.state.items()}
+    buffers = snap.take(net, opt).params
+    _adam_step(net, opt, 3)
+    assert not all(torch.equal(p, w) for p, w in zip(net.parameters(), weights))
+    snap.restore(net, opt)
+    assert snap.params is buffers
+    assert all(torch.equal(p, w) for p, w in zip(net.parameters(), weights))
+    for p, s in opt.state.items():
+        for k, v in s.items():
+            assert torch.equal(v, state[id(p)][k]), k
+            assert v is held[id(p)][k], k  # in place
+    _adam_step(net, opt, 4)  # training goes on from the restored state
+    assert all(torch.isfinite(p).all() for p in net.parameters())

@@ -85,6 +85,7 @@ class DiffusionModule(pl.LightningModule):
         self.ema_decay, self.ema_warmup, self.max_bad_steps = ema_decay, bool(ema_warmup), max_bad_steps
         self.lr_schedule = check_choice("optim.lr_schedule", lr_schedule, LR_SCHEDULES)
         self.max_update_ratio = max_update_ratio  # |Δθ| / |θ| above this: the update blew up (step undone)
+        self.update_snapshot = UpdateSnapshot()
         self.allow_identity_change = False  # train.py sets it from allow_identity_change=true
         self.channels_last = channels_last and len(self.data_shape) == 3
         # What a checkpoint must match to be loaded under another config (checked on load).
@@ -141,11 +142,11 @@ class DiffusionModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self._skip_bad_step("non-finite gradient")
             return
-        before = _snapshot(self.net, optimizer) if self.max_update_ratio else None
+        before = self.update_snapshot.take(self.net, optimizer) if self.max_update_ratio else None
         optimizer.step()
-        problem = self._update_problem(before[0]) if before is not None else None
+        problem = self._update_problem(before.params) if before is not None else None
         if problem is not None:
-            _restore(self.net, optimizer, before)
+            before.restore(self.net, optimizer)
             optimizer.zero_grad(set_to_none=True)
             self._skip_bad_step(problem)
             return
@@ -278,19 +279,53 @@ class NonFiniteTrainingError(RuntimeError):
     pass
 
 
-def _snapshot(net: nn.Module, optimizer) -> tuple[list[torch.Tensor], dict]:
-    """Copies of the weights and the optimiser state, to undo an update that blew the weights up."""
-    params = [p.detach().clone() for p in net.parameters()]
-    state = {
-        p: {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in s.items()}
-        for p, s in optimizer.state.items()
-    }
-    return params, state
+class UpdateSnapshot:
+    """The weights and optimiser state before an update, to undo one that blew the weights up. The copies live
+    in buffers kept across steps (one multi-tensor copy per step, not ~3 allocations per parameter)."""
+
+    def __init__(self):
+        self.params: list[torch.Tensor] = []
+        self.keys: list[tuple[torch.Tensor, str]] = []  # (parameter, state key) of every tensor in the state
+        self.values: list[torch.Tensor] = []
+        self.other: dict = {}  # non-tensor state entries, copied as they are
+
+    @torch.no_grad()
+    def take(self, net: nn.Module, optimizer) -> UpdateSnapshot:
+        params = [p.detach() for p in net.parameters()]
+        keys = [(p, k) for p, s in optimizer.state.items() for k, v in s.items() if torch.is_tensor(v)]
+        values = [optimizer.state[p][k] for p, k in keys]
+        self.params = _copy_into(self.params, params)
+        self.values = _copy_into(self.values if _same_keys(self.keys, keys) else [], values)
+        self.keys = keys
+        self.other = {
+            p: {k: copy.deepcopy(v) for k, v in s.items() if not torch.is_tensor(v)} for p, s in optimizer.state.items()
+        }
+        return self
+
+    @torch.no_grad()
+    def restore(self, net: nn.Module, optimizer) -> None:
+        torch._foreach_copy_([p.data for p in net.parameters()], self.params)
+        state = {p: dict(entries) for p, entries in self.other.items()}
+        for (p, k), saved in zip(self.keys, self.values):
+            current = optimizer.state.get(p, {}).get(k)
+            if current is not None and current.shape == saved.shape:  # in place: the tensor Adam holds
+                current.copy_(saved)
+                state[p][k] = current
+            else:
+                state[p][k] = saved.clone()
+        optimizer.state.clear()  # state created by this update (the first one) goes too
+        optimizer.state.update(state)
 
 
-@torch.no_grad()
-def _restore(net: nn.Module, optimizer, snapshot) -> None:
-    params, state = snapshot
-    torch._foreach_copy_([p.data for p in net.parameters()], params)
-    optimizer.state.clear()  # state created by this step (the first one) goes too
-    optimizer.state.update(state)
+def _same_keys(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(p is q and k == l for (p, k), (q, l) in zip(a, b))
+
+
+def _copy_into(buffers: list[torch.Tensor], tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``tensors`` copied into ``buffers`` (taken for the same parameters, so of the same shapes; ``copy_``
+    converts a device or dtype that a checkpoint load changed), or fresh clones when the count differs."""
+    if len(buffers) != len(tensors):
+        return [t.detach().clone() for t in tensors]
+    if tensors:
+        torch._foreach_copy_(buffers, tensors)
+    return buffers
