@@ -1,6 +1,7 @@
 """A quiet quick start (issue 15): a step-counting progress bar, no loaders Lightning would skip, no third-party
 noise (the cloud-logger advert, torch's LeafSpec deprecation inside Lightning)."""
 
+import csv
 import logging
 import warnings
 
@@ -12,7 +13,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from momentum_diffusion.data.digits import DigitsDataModule
 from momentum_diffusion.data.images import _ImageDataModule
 from momentum_diffusion.data.vectors import _VectorDataModule
-from momentum_diffusion.lightning.console import StepProgressBar, silence_known_noise
+from momentum_diffusion.lightning.console import RunSummary, StepProgressBar, silence_known_noise
+from momentum_diffusion.lightning.throughput import ImagesPerSecond
+from tiny_training import fit, tiny_config
 
 
 @pytest.mark.parametrize("cls", [DigitsDataModule, _ImageDataModule, _VectorDataModule])
@@ -61,10 +64,6 @@ def test_progress_bar_counts_steps_over_epochs_and_the_run_is_quiet(tmp_path, ca
 def test_throughput_reaches_the_logger_at_every_window_end(tmp_path):
     """Windows of 3 steps under log_every_n_steps=10: every window's step_s is in metrics.csv, at the global step
     where it ended (1 warm-up step, then windows end at 4, 7, 10, 13), and first_step_s once at step 1."""
-    import csv
-
-    from momentum_diffusion.lightning.throughput import ImagesPerSecond
-
     loader = DataLoader(TensorDataset(torch.randn(8, 1)), batch_size=2)
     logger = pl.loggers.CSVLogger(str(tmp_path), name="logs", version="")
     trainer = pl.Trainer(
@@ -76,3 +75,14 @@ def test_throughput_reaches_the_logger_at_every_window_end(tmp_path):
     assert sorted(int(r["step"]) for r in rows if r.get("train/step_s")) == [4, 7, 10, 13]
     assert [int(r["step"]) for r in rows if r.get("train/first_step_s")] == [1]
     assert all(float(r["train/img_per_s"]) > 0 for r in rows if r.get("train/step_s"))
+
+
+def test_run_summary_counts_the_training_forward_flops(tmp_path, caplog):
+    """The MLP's forward is its Linear layers, each applied once per example: 2·(its weights) FLOP apiece; the
+    HSM loss around it adds only the 2×2 kernel and mixed-score algebra, a few hundred FLOP whatever the network."""
+    summary = RunSummary()
+    with caplog.at_level(logging.INFO, logger="momentum_diffusion.lightning.console"):
+        _, module = fit(tiny_config("gmm", "diffusion=cld"), tmp_path, 1, callbacks=[summary])
+    linear = sum(2 * m.weight.numel() for m in module.net.modules() if isinstance(m, torch.nn.Linear))
+    assert linear <= summary.flops_per_example <= linear + 500
+    assert "network MLP" in caplog.text and "FLOP per training step (batch 128" in caplog.text

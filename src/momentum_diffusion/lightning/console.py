@@ -6,7 +6,16 @@ from __future__ import annotations
 import logging
 import warnings
 
+import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
+from torch.utils.flop_counter import FlopCounterMode
+
+from .throughput import batch_size_of
+
+log = logging.getLogger(__name__)
 
 
 class StepProgressBar(RichProgressBar):
@@ -37,6 +46,41 @@ class StepProgressBar(RichProgressBar):
         self._update(self.train_progress_bar_id, trainer.global_step)
         self._update_metrics(trainer, pl_module)
         self.refresh()
+
+
+class RunSummary(pl.Callback):
+    """One line in place of Lightning's model summary (whose FLOPs column reads 0 without an
+    ``example_input_array`` and which lists the EMA copy and the parameter-free objective as modules):
+    the network, its parameters, and the FLOPs of one example's training forward (counted once, on the first
+    batch, by ``torch.utils.flop_counter``; a training step costs ≈ 3× that per example with the backward)."""
+
+    def __init__(self):
+        self.flops_per_example: int | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.flops_per_example is not None:
+            return
+        x0 = (batch[0] if isinstance(batch, (list, tuple)) else batch)[:1]
+        condition = getattr(pl_module.net, "condition_on_data", None)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            if condition is not None:  # the network's data context (graph node masks), as in training_step
+                condition(x0)
+            model = pl_module.objective.score_model(pl_module.net, pl_module.process)  # never the compiled net
+            pl_module.objective.loss(model, pl_module.process, x0)
+        self.flops_per_example = counter.get_total_flops()
+        self._report(trainer, pl_module, batch_size_of(batch))
+
+    @rank_zero_only
+    def _report(self, trainer, pl_module, batch_size: int) -> None:
+        params = sum(p.numel() for p in pl_module.net.parameters())
+        per_step = 3 * self.flops_per_example * batch_size * trainer.world_size
+        log.info(
+            "network %s: %s parameters (and an EMA copy); %s FLOP per example forward, ≈ %s FLOP per training "
+            "step (batch %d × %d device(s), forward + backward)",
+            type(pl_module.net).__name__, get_human_readable_count(params),
+            get_human_readable_count(self.flops_per_example), get_human_readable_count(per_step), batch_size,
+            trainer.world_size,
+        )  # fmt: skip
 
 
 class _DropMessage(logging.Filter):

@@ -21,7 +21,7 @@ import torch
 __all__ = ["ImagesPerSecond"]
 
 
-def _batch_size(batch) -> int:
+def batch_size_of(batch) -> int:
     x = batch[0] if isinstance(batch, (list, tuple)) else batch
     return int(x.shape[0]) if isinstance(x, torch.Tensor) and x.dim() > 0 else 1
 
@@ -60,7 +60,7 @@ class ImagesPerSecond(pl.Callback):
             self.first_step_s = self._t0 - self._start
             _log(trainer, {"train/first_step_s": self.first_step_s})
             return
-        self._images += _batch_size(batch) * world
+        self._images += batch_size_of(batch) * world
         self._steps += 1
         if self._steps < self.every_n_steps:
             return
