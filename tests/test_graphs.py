@@ -65,6 +65,23 @@ def test_community_and_grid_generators_follow_the_recipes():
         assert 100 <= G.number_of_nodes() <= 361 and max(d for _, d in G.degree()) <= 4
 
 
+def test_generated_community_graphs_fit_the_one_hot_degree_features(caplog):
+    """Without a list, data=community_small generates 100 graphs (seed 0): one of the unrestricted draws has a
+    node of degree 10, which one-hot degree features of n_features=10 cannot hold (the documented command
+    stopped there); the data module redraws such bridges, and the communities stay the recipe's."""
+    free = generate_community_small(100, seed=0)
+    assert max(d for G in free for _, d in G.degree()) >= 10
+    dm = GraphDataModule("community_small", root=None, max_nodes=20, n_features=10)
+    dm.setup()
+    graphs = dm.train_graphs + dm.test_graphs
+    assert len(graphs) == 100 and max(d for G in graphs for _, d in G.degree()) <= 9
+    for G in graphs:
+        assert nx.is_connected(G)
+        c = G.number_of_nodes() // 2
+        sub = nx.convert_node_labels_to_integers(G.subgraph(range(c)))
+        assert sorted(sub.edges()) == sorted(nx.gnp_random_graph(c, 0.7, seed=0).edges())
+
+
 def test_ego_recipe_on_a_tiny_citeseer_file(tmp_path):
     # largest component 0..5 (node 2 has a self-loop); only node 0's radius-1 ego net has 4–18 nodes
     adj = {0: [1, 2, 3, 4], 1: [0], 2: [0, 2], 3: [0], 4: [0, 5], 5: [4], 6: [7], 7: [6]}

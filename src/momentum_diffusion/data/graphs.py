@@ -70,20 +70,28 @@ def write_graph_json(graphs, path: str | Path) -> None:
     Path(path).write_text(json.dumps({"graphs": out}))
 
 
-def generate_community_small(n_graphs: int = 100, seed: int = 0) -> list:
+def generate_community_small(n_graphs: int = 100, seed: int = 0, max_degree: int | None = None) -> list:
     """EDP-GNN/GDSS community generator: c = n//2 with n ~ U{12..20}; two G(c, 0.7) communities drawn with
-    the fixed seeds 0 and 1; bridges with p = 0.1/c (at least one), from a seeded RNG (GDSS's is unseeded)."""
+    the fixed seeds 0 and 1; bridges with p = 0.1/c (at least one), from a seeded RNG (GDSS's is unseeded).
+    ``max_degree``: bridges that would give a node a larger degree are redrawn (the one-hot degree features
+    hold degrees < data.n_features; the published list's maximum is 9, a fresh draw can reach 10)."""
     import networkx as nx
 
     rng = np.random.RandomState(seed)
     graphs = []
     for _ in range(n_graphs):
         c = int(rng.randint(12, 21)) // 2
-        comms = [nx.gnp_random_graph(c, 0.7, seed=i) for i in range(2)]
-        G = nx.disjoint_union_all(comms)
+        G = nx.disjoint_union_all([nx.gnp_random_graph(c, 0.7, seed=i) for i in range(2)])
+        degree = dict(G.degree())
         p = 2 * 0.05 / ((2 - 1) * c)
-        bridges = [(u, c + v) for u in range(c) for v in range(c) if rng.rand() < p]
-        G.add_edges_from(bridges or [(0, c)])
+        for _ in range(1000):
+            bridges = [(u, c + v) for u in range(c) for v in range(c) if rng.rand() < p] or [(0, c)]
+            ends = np.bincount(np.ravel(bridges), minlength=2 * c)
+            if max_degree is None or all(degree[v] + ends[v] <= max_degree for v in range(2 * c)):
+                break
+        else:
+            raise ValueError(f"community_small: no bridges keep every degree <= {max_degree} (c = {c})")
+        G.add_edges_from(bridges)
         graphs.append(nx.convert_node_labels_to_integers(G))
     return graphs
 
@@ -151,9 +159,15 @@ def _raw_paths(name: str, root: Path) -> list[Path]:
 
 
 def load_graphs(
-    name: str, root: str | Path | None = None, source: str = "auto", n_generate: int = 100, generate_seed: int = 0
+    name: str,
+    root: str | Path | None = None,
+    source: str = "auto",
+    n_generate: int = 100,
+    generate_seed: int = 0,
+    max_degree: int | None = None,
 ) -> list:
-    """The graph list of a data set, in its published order (see the module docstring for ``source``)."""
+    """The graph list of a data set, in its published order (see the module docstring for ``source``);
+    generated community graphs keep every degree ≤ ``max_degree``."""
     check_choice("graph data set", name, DATASETS)
     check_choice("data.source", source, ("auto", "json", "raw", "generate"))
     root_path = Path(root).expanduser() if root else None
@@ -176,8 +190,9 @@ def load_graphs(
                 n_generate,
                 generate_seed,
             )
-        gen = generate_community_small if name == "community_small" else generate_grid
-        return gen(n_generate, generate_seed)
+        if name == "community_small":
+            return generate_community_small(n_generate, generate_seed, max_degree)
+        return generate_grid(n_generate, generate_seed)
     raw = {
         "ego_small": " or ind.citeseer.graph (Planetoid Citeseer, in the GDSS repo's dataset/)",
         "enzymes": " or ENZYMES/ENZYMES_A.txt + ENZYMES_graph_indicator.txt (TU Dortmund)",
@@ -315,7 +330,9 @@ class GraphDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_vectors is not None:
             return
-        graphs = load_graphs(self.name, self.root, self.source, self.n_generate, self.generate_seed)
+        graphs = load_graphs(
+            self.name, self.root, self.source, self.n_generate, self.generate_seed, max_degree=self.n_features - 1
+        )
         self.train_graphs, self.test_graphs = split_graphs(graphs, self.test_fraction)
         if not self.train_graphs or not self.test_graphs:
             raise ValueError(f"{self.name}: {len(graphs)} graphs are too few for a train/test split")
