@@ -66,7 +66,7 @@ def bad_input_battery(tmp_path: Path, full: bool, extra=()) -> dict:
         (
             "train.py",
             [*gmm, "diffusion.beta=8", f"ckpt_path={ckpt}", out],
-            "diffusion.beta: checkpoint 3.5 vs config 8",
+            "diffusion.beta: checkpoint 3.0 vs config 8",
         ),
         ("train.py", [*gmm, "model.hidden=64", "allow_identity_change=true", f"ckpt_path={ckpt}", out], "model.hidden"),
         ("train.py", [*gmm, "seed=1.5", out], "seed"),

@@ -63,6 +63,7 @@ def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=0", out], "sampler.nfe"),
         ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=2.5", out], "sampler.nfe"),
         ("sample.py", [f"ckpt={ckpt}", "n_samples=0", out], "n_samples"),
+        ("evaluate.py", [f"ckpt={ckpt}", "threads=0", f"hydra.run.dir={tmp / 'threads'}"], "threads"),
         ("sample.py", [f"ckpt={ckpt}", "sampler.nfe=[4,6]", f"hydra.run.dir={tmp / 'nfe1'}"], "one budget"),
         ("evaluate.py", [f"ckpt={ckpt}", "sampler.nfe=[4,0]", f"hydra.run.dir={tmp / 'nfe2'}"], "sampler.nfe must be"),
         ("benchmark.py", ["sampler.nfe=many", f"hydra.run.dir={tmp / 'nfe3'}"], "sampler.nfe must be"),

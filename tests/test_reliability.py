@@ -439,7 +439,7 @@ def test_identity_names_process_objective_and_network_and_old_checkpoints_still_
         return build_module(dict(tiny_config("gmm", *extra), data_shape=[2]))
 
     base = module_for()
-    assert base.identity["diffusion.beta"] == 3.5 and base.identity["objective.kt"] == "cholesky"
+    assert base.identity["diffusion.beta"] == 3.0 and base.identity["objective.kt"] == "cholesky"
     assert base.identity["model.hidden"] == 32 and "model.dropout" not in base.identity
     training_only = {
         "model": {"hidden": 3, "compile": True, "dropout": 0.1},

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .common import UserError, check_device, check_positive_int, check_seed, claim_run_dir, make_generator
+from .common import (
+    UserError,
+    check_device,
+    check_positive_int,
+    check_seed,
+    check_threads,
+    claim_run_dir,
+    make_generator,
+)
 
 
 def start_sampling_run(cfg) -> tuple[Path, int, int]:
@@ -19,6 +28,9 @@ def start_sampling_run(cfg) -> tuple[Path, int, int]:
     batch = check_positive_int("batch_size", cfg.batch_size)
     check_seed(cfg.seed)
     check_device(cfg.device)
+    threads = check_threads(cfg.get("threads"))
+    if threads is not None:
+        torch.set_num_threads(threads)
     return out_dir, n, batch
 
 

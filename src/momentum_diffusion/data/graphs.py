@@ -90,7 +90,10 @@ def generate_community_small(n_graphs: int = 100, seed: int = 0, max_degree: int
             if max_degree is None or all(degree[v] + ends[v] <= max_degree for v in range(2 * c)):
                 break
         else:
-            raise ValueError(f"community_small: no bridges keep every degree <= {max_degree} (c = {c})")
+            raise ValueError(
+                f"community_small: no generated graph of {2 * c} nodes keeps every degree below data.n_features="
+                f"{max_degree + 1} (one-hot degree classes); raise data.n_features"
+            )
         G.add_edges_from(bridges)
         graphs.append(nx.convert_node_labels_to_integers(G))
     return graphs

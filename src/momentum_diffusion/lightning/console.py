@@ -62,7 +62,9 @@ class RunSummary(pl.Callback):
             return
         x0 = (batch[0] if isinstance(batch, (list, tuple)) else batch)[:1]
         condition = getattr(pl_module.net, "condition_on_data", None)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
+        # fork_rng: the count's t, ε and dropout draws must not shift the training's RNG streams (exact resume)
+        with torch.random.fork_rng(devices=cuda), torch.no_grad(), FlopCounterMode(display=False) as counter:
             if condition is not None:  # the network's data context (graph node masks), as in training_step
                 condition(x0)
             model = pl_module.objective.score_model(pl_module.net, pl_module.process)  # never the compiled net
