@@ -324,6 +324,13 @@ def check_threads(value, name: str = "threads") -> int | None:
     return check_positive_int(name, value)
 
 
+def set_threads(value) -> None:
+    """torch's CPU threads from the ``threads`` key (null: torch's default), checked first."""
+    threads = check_threads(value)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def check_device(value, name: str = "device") -> torch.device:
     try:
         device = torch.device(value)

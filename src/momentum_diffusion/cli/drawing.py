@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -13,9 +12,9 @@ from .common import (
     check_device,
     check_positive_int,
     check_seed,
-    check_threads,
     claim_run_dir,
     make_generator,
+    set_threads,
 )
 
 
@@ -28,9 +27,7 @@ def start_sampling_run(cfg) -> tuple[Path, int, int]:
     batch = check_positive_int("batch_size", cfg.batch_size)
     check_seed(cfg.seed)
     check_device(cfg.device)
-    threads = check_threads(cfg.get("threads"))
-    if threads is not None:
-        torch.set_num_threads(threads)
+    set_threads(cfg.get("threads"))
     return out_dir, n, batch
 
 

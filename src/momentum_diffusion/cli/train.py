@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -23,6 +22,7 @@ from .common import (
     check_resume_checkpoint,
     claim_run_dir,
     one_line_errors,
+    set_threads,
     to_dict,
     validate_train_config,
 )
@@ -37,8 +37,7 @@ def train(cfg: DictConfig):
     validate_train_config(cfg)  # seed, threads, optim.*: one line naming the key
     check_strategy(cfg.trainer)  # a bad trainer.strategy: one line, before any work
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.get("threads"))
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     process = instantiate(cfg.diffusion, _convert_="all")
     build_sampler(cfg.sampler, process)  # fail on a bad sampler before loading data or building nets
