@@ -72,6 +72,11 @@ def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("train.py", ["diffusion=hold", f"ckpt_path={ckpt}", out], "does not match"),
         ("train.py", ["objective.kt=gddim", f"ckpt_path={ckpt}", out], "kt: checkpoint 'cholesky' vs config 'gddim'"),
         ("train.py", ["objective.kt=qr", out], "objective.kt"),
+        (
+            "train.py",
+            ["experiment=graphs_ego_small", "diffusion=cld", out],
+            "diffusion.beta_max is not an option of cld",
+        ),
         ("train.py", ["data=cifar10", f"data.root={tmp / 'no_data'}", out], "CIFAR-10 not found"),
         ("train.py", ["model=ncsnpp", out], "NCSNpp"),
         ("benchmark.py", [f"gmm={tmp / 'bad_spec.yaml'}", "sampler.nfe=[5]", "n_samples=10", out], "weight"),
@@ -93,7 +98,7 @@ def runs(tmp_path_factory, digits_cache) -> SimpleNamespace:
     good = {
         "sample": ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=6", "n_samples=5", "seed=3",
                                  f"hydra.run.dir={tmp / 'sample'}"]),
-        "evaluate": ("evaluate.py", [f"ckpt={ckpt}", "sampler=sscs", "sampler.nfe=[4,6]", "n_samples=16",
+        "evaluate": ("evaluate.py", [f"ckpt={ckpt}", "sampler=sscs", "nfe=[4,6]", "n_samples=16",
                                      f"hydra.run.dir={tmp / 'evaluate'}"]),
         "evaluate_multirun": ("evaluate.py", ["-m", f"ckpt={ckpt}", "sampler.nfe=4,6", "n_samples=16",
                                               f"hydra.sweep.dir={tmp / 'evaluate_multirun'}"]),
@@ -145,6 +150,7 @@ def test_sample_multirun_over_samplers_and_budgets(sample_sweep):
 
 
 def test_evaluate_writes_one_row_per_nfe(runs):
+    """`nfe=[4,6]` (short for sampler.nfe, over sscs's own default budget): one row per budget."""
     rows = read_csv(succeeded(runs, "evaluate") / "metrics.csv")
     assert [(r["sampler"], int(r["nfe_budget"])) for r in rows] == [("sscs", 4), ("sscs", 6)]
     assert all(float(r["fd_digits"]) > 0 for r in rows)

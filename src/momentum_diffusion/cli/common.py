@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -46,6 +48,18 @@ USER_ERRORS = (
 )
 
 
+def unknown_option(exc: BaseException) -> UserError | None:
+    """A config key the _target_ does not take (e.g. an experiment's VP β with diffusion=cld), as one line."""
+    if not isinstance(exc, InstantiationException) or not isinstance(exc.__cause__, TypeError):
+        return None
+    option = re.search(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", str(exc.__cause__))
+    group = re.search(r"full_key: (\S+)", str(exc))
+    if option is None:
+        return None
+    where = f"{group.group(1)}.{option.group(2)}" if group else option.group(2)
+    return UserError(f"{where} is not an option of {option.group(1)} (set for another choice of this config group?)")
+
+
 def user_error_in(exc: BaseException) -> BaseException | None:
     """The outermost user error in an exception chain (Hydra wraps errors raised by _target_ calls)."""
     seen = set()
@@ -53,6 +67,8 @@ def user_error_in(exc: BaseException) -> BaseException | None:
         seen.add(id(exc))
         if isinstance(exc, USER_ERRORS):
             return exc
+        if (unknown := unknown_option(exc)) is not None:
+            return unknown
         exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None
 

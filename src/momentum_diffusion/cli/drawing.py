@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .common import (
@@ -28,6 +29,10 @@ def start_sampling_run(cfg) -> tuple[Path, int, int]:
     check_seed(cfg.seed)
     check_device(cfg.device)
     set_threads(cfg.get("threads"))
+    if cfg.get("nfe") is not None:  # `nfe=…` is short for sampler.nfe=… (and wins over it)
+        with open_dict(cfg):
+            cfg.sampler = cfg.get("sampler") or {}
+            cfg.sampler.nfe = cfg.nfe
     return out_dir, n, batch
 
 

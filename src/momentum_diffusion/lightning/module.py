@@ -64,7 +64,7 @@ class DiffusionModule(pl.LightningModule):
         ema_warmup: bool = False,
         max_bad_steps: int = 20,
         max_update_ratio: float = 1.0,
-        channels_last: bool = False,
+        channels_last: bool = True,
         compile: bool = False,
         identity: dict | None = None,
         config: dict | None = None,
