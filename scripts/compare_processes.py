@@ -71,11 +71,11 @@ def variants(args) -> list[Variant]:
         for text in args.variant:
             tag, _, rest = text.partition(":")
             process, *overrides = rest.split()
-            out.append(Variant(tag, process, tuple(overrides) + fixed(args, process)))
+            out.append(Variant(tag, process, fixed(args, process) + tuple(overrides)))  # the variant's own win
         return out
     axes = [[f"{key}={v}" for v in values.split(",")] for key, _, values in (g.partition("=") for g in args.grid)]
     return [
-        Variant(slug(point), p, tuple(point) + fixed(args, p))
+        Variant(slug(point), p, fixed(args, p) + tuple(point))
         for p in args.processes
         for point in itertools.product(*axes)
     ]
