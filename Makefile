@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The default job (README): CLD on the digits, 1,000 steps, evaluated with the exponential integrator (CLD's
-# default: λ = 1, x̂_0 order 3 + corrector) at 30 NFE (README: FD and time).
+# default: λ = 1, x̂_0 order 2 + corrector) at 30 NFE (README: FD and time).
 train: $(STAMP)
 	$(PY) src/train.py sampler=expint sampler.nfe=30 $(ARGS)
 

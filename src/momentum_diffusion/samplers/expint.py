@@ -67,14 +67,16 @@ PREDICTIONS = ("noise", "data")
 # ``PROCESS_DEFAULTS[process.name]`` on top (``defaults_for``). The rule (docs/fast_sampling.md): the reverse SDE
 # (λ = 1) in x̂_0-steps with the corrector on the quadratic grid for every process, since λ = 1 corrects a
 # network's score errors along the way (digits FD at 10 NFE 75 against 488 for the best λ = 0 configuration on
-# the same checkpoint) and has no fixed prior-to-sample map; per process, the order ∈ {2, 3} that first reaches
-# EM@1000's mode-KL band (target + 2 sd) on a calibration mixture that is no public spec
-# (benchmarks/results/fast_sampling/calibration_random3d.yaml; NFE 15, 20, 30, 50; seed 0, n = 4000), ties and
-# misses broken by the lower mode-KL at the deciding NFE. The logSNR grids won on that mixture for VP and CLD
+# the same checkpoint) and has no fixed prior-to-sample map; order 2 for every process: on a calibration mixture
+# that is no public spec (benchmarks/results/fast_sampling/calibration_random3d.yaml; NFE 15, 20, 30, 50; seed 0,
+# n = 4000) order 3 reaches EM@1000's mode-KL band (target + 2 sd) at no smaller NFE than order 2 for any process
+# (VP: 30 vs 20; VE, HOLD: tie at 30, 50; CLD: neither by 50), and on trained networks it amplifies the network's
+# x̂_0 error: digits FD at 10 NFE, order 3 vs 2, CLD 7.6 / 6.5, HOLD 11.3 / 6.7, 14.1 / 8.0, 12.9 / 7.4, never
+# better at 10–50 NFE (docs/fast_sampling.md, session 7). The logSNR grids won on that mixture for VP and CLD
 # but start with evaluations at λ ≈ −10 … −8.8, where a network's x̂_0 = (z − σ ε̂)/α carries ε̂'s error ×1/α ≈ 100:
 # digits VP FD 1.4e6 at 10 NFE (quadratic: 12–14), so they are not a default.
 DEFAULTS = {
-    "order": 3,
+    "order": 2,
     "stochasticity": 1.0,
     "prediction": "data",
     "corrector": True,
@@ -83,8 +85,8 @@ DEFAULTS = {
     "extrapolate": "t",
     "denoise": True,
 }
-PROCESS_DEFAULTS: dict[str, dict] = {
-    "vp": {"order": 2},  # calibration: 20 NFE (order 3: 30); VE 30, CLD and HOLD 50
+PROCESS_DEFAULTS: dict[str, dict] = {  # a process's departures from DEFAULTS (none today)
+    "vp": {},
     "ve": {},
     "cld": {},
     "hold": {},
