@@ -77,6 +77,8 @@ def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
             ["experiment=graphs_ego_small", "diffusion=cld", out],
             "diffusion.beta_max is not an option of cld",
         ),
+        ("train.py", ["+data.foo=1", out], "data.foo is not an option of DigitsDataModule"),
+        ("train.py", ["+model.foo=1", out], "UNet has no option foo"),
         ("train.py", ["data=cifar10", f"data.root={tmp / 'no_data'}", out], "CIFAR-10 not found"),
         ("train.py", ["model=ncsnpp", out], "NCSNpp"),
         ("benchmark.py", [f"gmm={tmp / 'bad_spec.yaml'}", "sampler.nfe=[5]", "n_samples=10", out], "weight"),

@@ -52,12 +52,13 @@ def unknown_option(exc: BaseException) -> UserError | None:
     """A config key the _target_ does not take (e.g. an experiment's VP β with diffusion=cld), as one line."""
     if not isinstance(exc, InstantiationException) or not isinstance(exc.__cause__, TypeError):
         return None
-    option = re.search(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", str(exc.__cause__))
-    group = re.search(r"full_key: (\S+)", str(exc))
+    option = re.search(r"([\w.]+)\(\) got an unexpected keyword argument '(\w+)'", str(exc.__cause__))
     if option is None:
         return None
+    target = option.group(1).removesuffix(".__init__")  # a class reports Cls.__init__(), a function fn()
+    group = re.search(r"full_key: (\S+)", str(exc))
     where = f"{group.group(1)}.{option.group(2)}" if group else option.group(2)
-    return UserError(f"{where} is not an option of {option.group(1)} (set for another choice of this config group?)")
+    return UserError(f"{where} is not an option of {target} (set for another choice of this config group?)")
 
 
 def user_error_in(exc: BaseException) -> BaseException | None:

@@ -153,7 +153,7 @@ class ScoreUNet(nn.Module):
         name = type(self).__name__
         unknown = sorted(set(switches) - {f.name for f in fields(UNetSwitches)})
         if unknown:
-            raise TypeError(f"{name} has no option {', '.join(unknown)}; see backbone.UNetSwitches")
+            raise ValueError(f"{name} has no option {', '.join(unknown)}; see backbone.UNetSwitches")  # a config key
         s = self.switches = replace(self.preset, **switches)
         resolutions = s.resolutions(name, image_size)
         self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
