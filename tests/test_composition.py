@@ -8,6 +8,7 @@ from omegaconf import open_dict
 
 from helpers import compose_config
 from momentum_diffusion.cli.common import build_module, to_dict
+from momentum_diffusion.data.graph_layout import GraphLayout
 
 SHAPES = {"digits": (1, 8, 8), "gmm": (2,), "toy": (2,), "cifar10": (3, 32, 32)}
 TINY_MODEL = {
@@ -128,3 +129,22 @@ def test_progress_observer_keeps_the_noise_prediction_contract(monkeypatch):
     _, nfe = module.sample(5, sampler, generator=torch.Generator().manual_seed(0), observer=lambda: calls.append(1))
     assert nfe == 6 and len(calls) == 6  # every evaluation observed
     assert len(score_calls) == 1  # the final denoising step only: the 5 steps took ε̂ directly
+
+
+def test_graph_experiments_pair_each_process_and_stop_equally_far_from_the_prior():
+    """The ego_small experiments of VP, CLD and HOLD choose β so that the data coefficient of the kernel at
+    t = 1 (Φ(τ_1)_11) is the same for all three (GDSS's VP β ∈ [0.1, 1]: e^{-0.275} = 0.760)."""
+    expected = {"graphs_ego_small": ("vp", "euler_maruyama"), "graphs_ego_small_cld": ("cld", "sscs"),
+                "graphs_ego_small_hold": ("hold", "lie_trotter")}  # fmt: skip
+    coefficients = {}
+    for experiment, (diffusion, sampler) in expected.items():
+        cfg = compose_train(f"experiment={experiment}")
+        assert cfg.diffusion._target_.endswith(diffusion) and cfg.sampler._target_.endswith(sampler)
+        assert cfg.model._target_.endswith("GraphScoreNetwork")
+        layout = GraphLayout(cfg.data.max_nodes, cfg.data.n_features)
+        module = module_for(cfg, (layout.dim,))
+        t = torch.ones(1, dtype=torch.float64)
+        coefficients[diffusion] = float(module.process.transition(torch.zeros_like(t), t)[0][0, 0, 0])
+    assert coefficients["vp"] == pytest.approx(0.760, abs=2e-3)
+    assert coefficients["cld"] == pytest.approx(coefficients["vp"], abs=5e-3)
+    assert coefficients["hold"] == pytest.approx(coefficients["vp"], abs=5e-3)
