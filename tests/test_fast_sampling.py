@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from momentum_diffusion.reports import fast_sampling as fs
 
@@ -131,3 +132,23 @@ def test_best_grid_lists_ties():
              ("g", "cld", "expint-o2-edm"): 50, ("g", "cld", "expint-o2-logsnr"): None}  # fmt: skip
     assert fs.best_of(first, list(first)) == (50, ["quadratic", "edm"])
     assert fs.best_of({("g", "cld", "expint-o1-edm"): None}, [("g", "cld", "expint-o1-edm")]) is None
+
+
+def test_the_benchmarks_pin_their_process_constants_whatever_the_config_default():
+    """The stored exact-score tables used CLD β = 4 and HOLD β = 5 (fast) / 8 (grid); the training configs'
+    β = 3 must not leak into a rerun (it changes the prior mismatch the tables measure)."""
+    from momentum_diffusion.processes import cld, hold
+    from momentum_diffusion.reports.benchmark_grid import GRID_CONSTANTS, build
+
+    t = torch.ones(1, dtype=torch.float64)
+
+    def data_coefficient(process):
+        return float(process.transition(torch.zeros_like(t), t)[0][0, 0, 0])
+
+    for constants, expected in ((fs.FAST_CONSTANTS, {"cld": cld(beta=4), "hold": hold(beta=5)}),
+                                (GRID_CONSTANTS, {"cld": cld(beta=4), "hold": hold(beta=8)})):  # fmt: skip
+        for name, reference in expected.items():
+            process, _ = build(name, "em", [], constants)
+            assert data_coefficient(process) == pytest.approx(data_coefficient(reference), rel=1e-12)
+            default, _ = build(name, "em", [])
+            assert data_coefficient(default) != pytest.approx(data_coefficient(reference), rel=1e-3)
