@@ -29,7 +29,7 @@ def bad_input_battery(tmp_path: Path, full: bool, extra=()) -> dict:
     a Hydra composition, ≈0.5 s); the slow variant adds the same checks through the other entry points.
     Returns what :func:`check_bad_input_battery` asserts."""
     from cli_battery import run_battery
-    from momentum_diffusion.cli.common import lock_run_dir, release_run_dir
+    from momentum_diffusion.cli.run_dir import lock_run_dir, release_run_dir
 
     gmm = CONFIGS["gmm"]
     fit(tiny_config("gmm"), tmp_path / "run", 2, every_n=0)

@@ -38,7 +38,7 @@ def load_script(name: str):
 def run_case(script, args: list[str]) -> dict:
     from hydra.core.global_hydra import GlobalHydra
 
-    from momentum_diffusion.cli.common import check_output_dir
+    from momentum_diffusion.cli.run_dir import check_output_dir
 
     err, code, start = io.StringIO(), 0, time.perf_counter()
     sys.argv = [script.__file__, *args]

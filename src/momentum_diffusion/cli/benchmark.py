@@ -22,7 +22,8 @@ from ..metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
 from ..tables import write_rows
-from .common import UserError, build_sampler, check_positive_int, check_seed, claim_run_dir, one_line_errors
+from .common import UserError, build_sampler, check_positive_int, check_seed, one_line_errors
+from .run_dir import claim_run_dir
 
 log = logging.getLogger(__name__)
 

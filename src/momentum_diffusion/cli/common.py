@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import re
-import shutil
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from ..choices import check_choice
 from ..lightning.checkpointing import (
@@ -25,189 +19,13 @@ from ..lightning.checkpointing import (
     check_weight_shapes,
     checkpoint_identity,
     load_checkpoint,
-    remove_stale_temporaries,
     weights_identity,
 )
 from ..lightning.module import LR_SCHEDULES, DiffusionModule
 from ..samplers import check_support, configure
 from ..samplers.budget import single_budget
-
-
-class UserError(Exception):
-    """Bad input that the user must fix; printed as one line, exit code 2."""
-
-
-USER_ERRORS = (
-    UserError,
-    ValueError,
-    FileNotFoundError,
-    PermissionError,
-    NotADirectoryError,
-    KeyError,
-    MissingMandatoryValue,
-)
-
-
-def unknown_option(exc: BaseException) -> UserError | None:
-    """A config key the _target_ does not take (e.g. an experiment's VP β with diffusion=cld), as one line."""
-    if not isinstance(exc, InstantiationException) or not isinstance(exc.__cause__, TypeError):
-        return None
-    option = re.search(r"([\w.]+)\(\) got an unexpected keyword argument '(\w+)'", str(exc.__cause__))
-    if option is None:
-        return None
-    target = option.group(1).removesuffix(".__init__")  # a class reports Cls.__init__(), a function fn()
-    group = re.search(r"full_key: (\S+)", str(exc))
-    where = f"{group.group(1)}.{option.group(2)}" if group else option.group(2)
-    return UserError(f"{where} is not an option of {target} (set for another choice of this config group?)")
-
-
-def user_error_in(exc: BaseException) -> BaseException | None:
-    """The outermost user error in an exception chain (Hydra wraps errors raised by _target_ calls)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, USER_ERRORS):
-            return exc
-        if (unknown := unknown_option(exc)) is not None:
-            return unknown
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return None
-
-
-_NEW_RUN_DIR: tuple[Path, Path] | None = None  # (run dir, its topmost new ancestor): made by this process
-
-
-def _output_dir_override(argv: list[str]) -> str | None:
-    """The value of hydra.run.dir (or hydra.sweep.dir with -m), parsed as Hydra parses it (quotes, escapes)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    candidates = [a for a in argv if not a.startswith("-") and a.lstrip("+~").startswith(key + "=")]
-    if not candidates:
-        return None
-    try:
-        value = OverridesParser.create().parse_overrides(candidates[-1:])[0].value()
-    except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself, in one line
-        return None
-    return value if isinstance(value, str) and "${" not in value else None
-
-
-def check_output_dir(argv: list[str]) -> None:
-    """Fail in one line, before Hydra starts, when the run directory cannot be created or written, or when
-    another run holds it. Creates nothing: the writability test makes and removes a temporary entry in the
-    nearest existing directory (a permission check alone is not enough: root passes os.access on read-only
-    mounts), so a run that Hydra then rejects leaves no directory behind."""
-    import tempfile
-
-    global _NEW_RUN_DIR
-    _NEW_RUN_DIR = None
-    value = _output_dir_override(argv)
-    target = Path(value).expanduser() if value is not None else Path(".")
-    existing = target
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(20, "Not a directory")
-        with tempfile.TemporaryDirectory(dir=existing):
-            pass
-    except OSError as exc:
-        print(
-            f"error: output directory {target} is not writable ({exc.strerror or type(exc).__name__})", file=sys.stderr
-        )
-        sys.exit(2)
-    if value is None or any(a in ("-m", "--multirun") for a in argv):
-        return
-    if existing == target:
-        try:
-            lock_run_dir(target)
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-    else:
-        top = existing / target.resolve().relative_to(existing.resolve()).parts[0]
-        _NEW_RUN_DIR = (target.resolve(), top.resolve())
-
-
-# ---- one run per directory -------------------------------------------------------------------------------
-LOCK_FILE = ".lock"
-_LOCKS: dict[str, int] = {}
-
-
-def _secondary_rank() -> bool:
-    """DDP/SLURM processes other than the first share rank 0's run directory (Lightning passes it on)."""
-    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"))
-
-
-def lock_run_dir(directory) -> None:
-    """Hold an exclusive lock on the run directory for the life of this process; refuse, in one line naming
-    the holder, when another run has it (two runs in one directory lose a checkpoint and interleave logs).
-    The kernel releases the lock when the process ends, however it ends (SIGKILL included)."""
-    import fcntl
-    import socket
-
-    if _secondary_rank():
-        return
-    path = Path(directory).expanduser().resolve()
-    if str(path) in _LOCKS:
-        return
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise UserError(
-            f"run directory {path} is in use by {holder}; wait for it to finish or choose another hydra.run.dir"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-    _LOCKS[str(path)] = fd
-
-
-def release_run_dir(directory) -> None:
-    """Give the lock back before the process ends (tests; a sequence of runs in one process)."""
-    fd = _LOCKS.pop(str(Path(directory).expanduser().resolve()), None)
-    if fd is not None:
-        os.close(fd)
-
-
-def claim_run_dir(directory) -> Path:
-    """Lock the run directory and remove temporary checkpoint files that a killed save left in it."""
-    directory = Path(directory)
-    lock_run_dir(directory)
-    if not _secondary_rank():
-        remove_stale_temporaries(directory / "checkpoints")
-    return directory
-
-
-def _remove_new_run_dir() -> None:
-    """After a user error: remove the run directory if this process created it and it holds nothing but
-    Hydra's own records (a rejected command leaves no directory behind)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if _NEW_RUN_DIR is None:
-        return
-    path, top = _NEW_RUN_DIR
-    try:
-        out = Path(HydraConfig.get().runtime.output_dir).resolve()
-    except Exception:  # noqa: BLE001 - no Hydra run (called as a function)
-        return
-    if out != path or not path.is_dir():
-        return
-    allowed = {".hydra", LOCK_FILE} | {p.name for p in path.glob("*.log")}
-    if {p.name for p in path.iterdir()} <= allowed:
-        release_run_dir(path)
-        shutil.rmtree(path, ignore_errors=True)
-        parent = path.parent
-        while path != top and parent != parent.parent:  # the empty parents it created too
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            path, parent = parent, parent.parent
+from .errors import UserError, user_error_in
+from .run_dir import remove_new_run_dir
 
 
 def one_line_errors(fn: Callable) -> Callable:
@@ -225,7 +43,7 @@ def one_line_errors(fn: Callable) -> Callable:
             if isinstance(err, KeyError):
                 msg = f"missing key {msg}"
             print(f"error: {msg}", file=sys.stderr)
-            _remove_new_run_dir()
+            remove_new_run_dir()
             sys.exit(2)
 
     return run

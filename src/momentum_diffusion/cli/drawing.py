@@ -13,10 +13,10 @@ from .common import (
     check_device,
     check_positive_int,
     check_seed,
-    claim_run_dir,
     make_generator,
     set_threads,
 )
+from .run_dir import claim_run_dir
 
 
 def start_sampling_run(cfg) -> tuple[Path, int, int]:

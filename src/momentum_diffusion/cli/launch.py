@@ -80,7 +80,7 @@ def run_app(main: Callable[[], object]) -> None:
     ``hydra/launcher=…`` / ``hydra/sweeper=…`` (exit 2) and an unusable output directory (``check_output_dir``)."""
     import sys
 
-    from .common import check_output_dir
+    from .run_dir import check_output_dir
 
     if problem := check_launcher_args(sys.argv[1:]):
         print(problem, file=sys.stderr)

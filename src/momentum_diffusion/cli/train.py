@@ -20,13 +20,13 @@ from .common import (
     build_module,
     build_sampler,
     check_resume_checkpoint,
-    claim_run_dir,
     one_line_errors,
     set_threads,
     to_dict,
     validate_train_config,
 )
 from .launch import check_strategy, with_csv_logger
+from .run_dir import claim_run_dir
 
 log = logging.getLogger(__name__)
 
