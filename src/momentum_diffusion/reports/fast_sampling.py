@@ -207,7 +207,9 @@ def both(strict, noisy, ode=False, speedup=True) -> str:
 def config_order(rows: list[dict]) -> list[str]:
     labels = {r["config"] for r in rows}
     expint = [label for label, name, _ in sampler_configs("vp") if name == "expint"]
-    order = ["em", "pc", "sscs", "lie_trotter", "ams", "ode-dopri5", *expint, "expint-band"]  # band: docs
+    # rows measured outside this scan (docs/fast_sampling.md): logsnr_band, and the order-3 default of VE / CLD /
+    # HOLD before session 7
+    order = ["em", "pc", "sscs", "lie_trotter", "ams", "ode-dopri5", *expint, "expint-band", "expint-sde-corr-o3"]
     return [lbl for lbl in order if lbl in labels]
 
 
@@ -230,7 +232,8 @@ def markdown_table(rows: list[dict]) -> str:
         "`>1000`: not reached at 1000 NFE. ode-dopri5: NFE used at the loosest rtol = atol in {1e-2, …, 1e-5}",
         "that reaches the target. expint: the process's default (samplers/expint.py defaults_for); -corr: order 3,"
         " quadratic grid, corrector on (-data-sde-corr: λ = 1, the default before the per-process rule; -band:"
-        " VP o3 / CLD o2 on logsnr_band, not a default); o = order, then the time grid: ε-steps, λ = 0, no"
+        " VP o3 / CLD o2 on logsnr_band, not a default; -sde-corr-o3: the VE / CLD / HOLD default before session 7,"
+        " λ = 1, order 3, quadratic, with 15 / 30 scanned); o = order, then the time grid: ε-steps, λ = 0, no"
         " corrector." + (f" n_samples = {', '.join(map(str, n))}." if n else ""),
     ]
     for spec in dict.fromkeys(g for g, _ in columns_of(heads)):
