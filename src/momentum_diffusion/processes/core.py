@@ -186,6 +186,10 @@ class Process:
         return self.sde.transition(self.tau(t_to) - self.tau(t_from))
 
     # ---- kernel given x_0 ------------------------------------------------------------------------
+    def mean_factor(self, t: torch.Tensor) -> torch.Tensor:
+        """φ_t = Φ(τ_t) e_1, how x_0 enters the mean of z_t (the auxiliary blocks start at 0): (*t, k), float64."""
+        return self.transition(torch.zeros_like(t), t)[0][..., :, 0]
+
     def kernel(self, t: torch.Tensor, initial_cov: torch.Tensor | None = None):
         """Mean matrix Φ(τ(t)), covariance Φ Σ_0 Φᵀ + Σ(τ) and its Cholesky factor, each (*t, k, k), float64.
 

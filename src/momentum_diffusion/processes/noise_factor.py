@@ -139,7 +139,7 @@ def tweedie_projection(process, t) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     t = times(t)
     r_inv = torch.linalg.inv(gddim_factor(process).factor(t))
     p = torch.einsum("mi,mij->mj", r_inv[:, :, -1], r_inv)
-    phi = process.transition(torch.zeros_like(t), t)[0][:, :, 0]
+    phi = process.mean_factor(t)
     return r_inv, p, phi
 
 

@@ -108,9 +108,9 @@ def main(argv=None):
         gmm = load_gmm(spec)
         floors = benchmark_floors(gmm, args.n_samples, args.seed)
         for diffusion, sampler_name, overrides in STANDARD_GRID:
-            process, sampler = build(diffusion, sampler_name, overrides, GRID_CONSTANTS)
             if args.only and f"{diffusion}+{sampler_name}" not in args.only:
                 continue
+            process, sampler = build(diffusion, sampler_name, overrides, GRID_CONSTANTS)
             rows += run_benchmark(process, sampler, gmm, args.nfe, args.n_samples, args.seed, floors=floors)
             write_rows(out / "results.csv", rows)
     (out / "table.md").write_text(markdown_table(rows, args.nfe) + "\n")

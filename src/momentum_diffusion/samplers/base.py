@@ -163,7 +163,7 @@ def log_snr(process: Process, t: torch.Tensor) -> torch.Tensor:
     (R Rᵀ = Σ_t, integrated from an accurate start): the stationary-form kernel has ~1e-16·Σ∞ absolute
     roundoff, which floors σ_t² near 1e-10 for CLD/HOLD, where their data-block variance is ~τ³ / τ⁵."""
     t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
-    phi = process.transition(torch.zeros_like(t), t)[0][:, 0, 0]
+    phi = process.mean_factor(t)[:, 0]
     if process.order == 1:
         var = process.kernel(t)[1][:, 0, 0]
     else:  # a float64 ODE solve, cached per process

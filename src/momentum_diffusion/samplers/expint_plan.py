@@ -153,7 +153,7 @@ def noise_prediction_steps(process, param, steps: StepIntervals) -> dict:
     W = integrate(integrand, [0.0, 1.0], n=12, floor_rtol=ROUNDOFF_FLOOR, max_refinements=4)
     plan = {"Phi": torch.linalg.inv(process.transition(steps.lo, steps.hi)[0]), **split_weights(W, steps, "W")}
     if hasattr(param, "factor"):  # gDDIM: ΦR + Σ_j W_j = R' exactly (the point-mass flow)
-        plan["phi_next"] = process.transition(torch.zeros_like(steps.lo), steps.lo)[0][:, :, 0]
+        plan["phi_next"] = process.mean_factor(steps.lo)
         plan["base"] = param.factor(steps.lo)
     return {**plan, **param.step_constants(steps.hi)}
 
