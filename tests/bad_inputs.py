@@ -1,6 +1,6 @@
 """The bad-input battery (issue 18): every bad command line through the real entry points in one process
 (tests/cli_battery.py), and the checks of its results; test_cli.py runs the default battery in its own battery
-process, test_reliability.py the full one (slow)."""
+process, test_cli.py's `…_all_entry_points` the full one (slow)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The command-line contract (DESIGN.md §8) through the real entry points on one tiny trained checkpoint: train,
-sample, evaluate, resume, and the bad-input batteries, this file's and test_reliability.py's, all but one sample
-sweep in one process (runs that need no checkpoint: test_cli_runs.py)."""
+sample, evaluate, resume, and the bad-input batteries (this file's and bad_inputs.py's reliability one), all but
+one sample sweep in one process (runs that need no checkpoint: test_cli_runs.py)."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def runs(tmp_path_factory, digits_cache) -> SimpleNamespace:
     digest = ("@sha256", [str(ckpt)])
     train = ("train.py", [*TINY_TRAIN, f"hydra.run.dir={tmp / 'train'}"])
     nonfinite = ("train.py", [*NONFINITE_CLI, f"hydra.run.dir={tmp / 'nonfinite'}"])
-    # test_reliability's default bad-input battery first, then these cases, in the same process (its cwd,
+    # bad_inputs.py's default reliability battery first, then these cases, in the same process (its cwd,
     # which must stay empty, is then the cwd of these cases too)
     (tmp / "reliability").mkdir()
     reliability = bad_input_battery(
@@ -185,10 +185,16 @@ def test_bad_input_battery_one_clear_line_no_traceback_nothing_lost(runs):
 
 
 def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing(runs):
-    """test_reliability.py's default bad-input battery (issue 18), run in this file's battery process."""
+    """bad_inputs.py's default reliability battery (issue 18), run in this file's battery process."""
     check_bad_input_battery(runs.reliability)
 
 
 def test_cli_nonfinite_training_stops_with_one_line_and_a_loadable_checkpoint(runs):
-    """lr 1e30 through src/train.py (test_reliability.NONFINITE_CLI), in this file's battery process."""
+    """lr 1e30 through src/train.py (bad_inputs.NONFINITE_CLI), in this file's battery process."""
     check_nonfinite_cli(runs.nonfinite, runs.dir / "nonfinite")
+
+
+@pytest.mark.slow
+def test_bad_inputs_each_give_one_line_naming_the_key_and_lose_nothing_all_entry_points(tmp_path):
+    """The full battery (every entry point, each in its own process; the default one above runs in one)."""
+    check_bad_input_battery(bad_input_battery(tmp_path, True))

@@ -1,5 +1,5 @@
 """In-process training on tiny configs (GMM vectors + small MLP, digits + tiny UNet), shared by the reliability
-tests (tests/test_reliability.py) and the bad-input battery (tests/bad_inputs.py)."""
+tests (test_resume.py, test_update_guard.py, test_checkpoint_files.py) and the bad-input battery (bad_inputs.py)."""
 
 from __future__ import annotations
 
