@@ -1,4 +1,5 @@
-"""Samplers (DESIGN.md §3) driven by the exact score of Gaussian data N(0.7, 0.5² I) (tests/gaussian.py).
+"""Samplers (DESIGN.md §3) driven by the exact score of Gaussian data N(0.7, 0.5² I) (tests/gaussian.py): convergence
+and orders (contracts: test_sampler_contracts.py).
 
 Two kinds of evidence:
 
@@ -24,74 +25,24 @@ import numpy as np
 import pytest
 import torch
 
-import momentum_diffusion.samplers.em as em_module
-import momentum_diffusion.samplers.pc as pc_module
-import momentum_diffusion.samplers.splitting as splitting_module
 from gaussian import marginal, score_fn
-from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
+from momentum_diffusion.processes import cld, hold, ve
 from momentum_diffusion.samplers import (
     SamplerConfigError,
-    adaptive_momentum,
-    configure,
-    euler_maruyama,
     lie_trotter,
-    predictor_corrector,
-    probability_flow,
-    sscs,
-    time_grid,
-    valid_samplers,
 )
-
-F64 = torch.float64
-M, S = 0.7, 0.5  # data N(M, S² I)
-
-PROCESSES = {"vp": vp, "ve": ve, "cld": cld, "hold": hold}
-
-# name -> (sampler, options, module holding its noise_like (None: deterministic), NFE per step)
-SAMPLERS = {
-    "em": (euler_maruyama, {}, em_module, 1),
-    # snr = 0.04: the Langevin corrector's step is fixed by snr, not by the budget, so its bias
-    # (∝ snr², ≈ +2.6% of the variance at score_sde's 0.16) does not vanish as NFE grows; 0.04 makes it
-    # 16× smaller, below the Monte Carlo resolution here.
-    "pc": (predictor_corrector, {"snr": 0.04, "predictor": "reverse_diffusion"}, pc_module, 2),
-    "ode_dopri5": (probability_flow, {"method": "dopri5"}, None, None),
-    "ode_euler": (probability_flow, {"method": "euler"}, None, 1),
-    "ode_heun": (probability_flow, {"method": "heun"}, None, 2),
-    "sscs": (sscs, {}, splitting_module, 1),
-    "lie_trotter": (lie_trotter, {}, splitting_module, 1),
-}
-FIXED_STEP = [name for name, spec in SAMPLERS.items() if spec[3] is not None]
-STOCHASTIC = ["em", "pc", "sscs", "lie_trotter"]
-
-
-def supported(sampler_name: str, process_name: str) -> bool:
-    return not (sampler_name in ("sscs", "lie_trotter") and process_name == "ve")
-
-
-COMBOS = [(s, p) for s in SAMPLERS for p in PROCESSES if supported(s, p)]
-
-
-class Counting:
-    """Our own NFE counter (independent of the samplers' CountingScore); records the times."""
-
-    def __init__(self, fn):
-        self.fn, self.times = fn, []
-
-    def __call__(self, z, t):
-        self.times.append(float(t))
-        return self.fn(z, t)
-
-    @property
-    def count(self):
-        return len(self.times)
-
-
-def exact_start(process, n: int, d: int, generator) -> torch.Tensor:
-    """z_T from the exact marginal of the data at t_max, (n, k, d) float64."""
-    mu, cov = marginal(process, process.t_max, M, S)
-    L = torch.linalg.cholesky(cov)
-    eps = torch.randn(n, process.order, d, generator=generator, dtype=F64)
-    return mu.reshape(1, -1, 1) + torch.einsum("ij,bjd->bid", L, eps)
+from sampler_cases import (
+    COMBOS,
+    F64,
+    PROCESSES,
+    SAMPLERS,
+    STOCHASTIC,
+    M,
+    S,
+    exact_start,
+    run,
+    supported,
+)
 
 
 def data_stats(z: torch.Tensor):
@@ -107,15 +58,6 @@ def data_stats(z: torch.Tensor):
 def w2(mean: float, var: float) -> float:
     """W2 between N(mean, var) and the data N(M, S²) in one dimension."""
     return math.sqrt((mean - M) ** 2 + (math.sqrt(max(var, 0.0)) - S) ** 2)
-
-
-def run(name, process, z0, budget, generator, **extra):
-    fn, opts, _, _ = SAMPLERS[name]
-    opts = {**opts, **extra}
-    if name == "ode_dopri5":  # adaptive: the "budget" is a tolerance
-        opts.update(rtol=budget, atol=budget)
-        budget = 1
-    return fn(process, score_fn(process, M, S), z0.clone(), nfe=budget, generator=generator, **opts)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -378,208 +320,3 @@ def test_sscs_beats_em_for_cld_at_small_budgets(nfe):
         mean, cov = exact_law(name, "cld", nfe, denoise=True, start="prior")
         res[name] = w2(mean[0].item(), cov[0, 0].item())
     assert res["sscs"] < res["em"], res
-
-
-# ---------------------------------------------------------------------------------------------------------
-# NFE accounting
-# ---------------------------------------------------------------------------------------------------------
-
-ACCOUNTING = {
-    "em": (euler_maruyama, {}, 1),
-    "pc1": (predictor_corrector, {"n_corrector": 1}, 2),
-    "pc2": (predictor_corrector, {"n_corrector": 2}, 3),
-    "ode_euler": (probability_flow, {"method": "euler"}, 1),
-    "ode_heun": (probability_flow, {"method": "heun"}, 2),
-    "sscs": (sscs, {}, 1),
-    "lie_trotter": (lie_trotter, {}, 1),
-}
-
-
-@pytest.mark.parametrize("denoise", [True, False])
-@pytest.mark.parametrize("budget", [3, 10, 11, 37])
-@pytest.mark.parametrize("name", list(ACCOUNTING))
-def test_nfe_used_is_actual_count_within_budget(name, budget, denoise):
-    fn, opts, per_step = ACCOUNTING[name]
-    process = cld()
-    score = Counting(score_fn(process, M, S))
-    z0 = process.sample_prior((8, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
-    steps = (budget - int(denoise)) // per_step
-    if steps < 1:
-        with pytest.raises(SamplerConfigError):
-            fn(process, score, z0, nfe=budget, denoise=denoise, **opts)
-        assert score.count == 0
-        return
-    _, used = fn(process, score, z0, nfe=budget, denoise=denoise, generator=torch.Generator(), **opts)
-    assert used == score.count == steps * per_step + int(denoise)
-    assert budget - per_step < used <= budget
-
-
-@pytest.mark.parametrize("name", list(ACCOUNTING))
-def test_denoise_costs_exactly_one_nfe(name):
-    """Same number of steps with and without denoising: identical calls plus one final call at t_min."""
-    fn, opts, per_step = ACCOUNTING[name]
-    process = vp()
-    z0 = process.sample_prior((8, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
-    runs = {}
-    for denoise in (False, True):
-        score = Counting(score_fn(process, M, S))
-        _, used = fn(
-            process,
-            score,
-            z0.clone(),
-            nfe=6 * per_step + int(denoise),
-            denoise=denoise,
-            generator=torch.Generator().manual_seed(1),
-            **opts,
-        )
-        runs[denoise] = (used, score.times)
-    (used_f, times_f), (used_t, times_t) = runs[False], runs[True]
-    assert used_t == used_f + 1
-    assert times_t[:-1] == times_f
-    assert times_t[-1] == pytest.approx(process.t_min, abs=1e-15)
-
-
-def test_adaptive_ode_reports_its_nfe():
-    process = hold()
-    z0 = process.sample_prior((8, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
-    counts = {}
-    for denoise in (False, True):
-        score = Counting(score_fn(process, M, S))
-        _, used = probability_flow(process, score, z0.clone(), method="dopri5", rtol=1e-4, atol=1e-4, denoise=denoise)
-        assert used == score.count > 0
-        counts[denoise] = used
-    assert counts[True] == counts[False] + 1
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Seeds, purity, configuration errors
-# ---------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", STOCHASTIC)
-@pytest.mark.parametrize("process_name", ["vp", "cld", "hold"])
-def test_same_seed_same_samples_different_seed_different(name, process_name):
-    process = PROCESSES[process_name]()
-    z0 = process.sample_prior((16, 3), generator=torch.Generator().manual_seed(0), dtype=F64)
-    out = {seed: run(name, process, z0, 10, torch.Generator().manual_seed(seed))[0] for seed in (1, 1, 2)}
-    again = run(name, process, z0, 10, torch.Generator().manual_seed(1))[0]
-    assert torch.equal(out[1], again)
-    assert not torch.allclose(out[1], out[2])
-
-
-@pytest.mark.parametrize("name", ["ode_dopri5", "ode_euler", "ode_heun"])
-def test_ode_samplers_deterministic_given_prior(name):
-    process = cld()
-    z0 = process.sample_prior((16, 3), generator=torch.Generator().manual_seed(0), dtype=F64)
-    z1 = process.sample_prior((16, 3), generator=torch.Generator().manual_seed(1), dtype=F64)
-    budget = 1e-4 if name == "ode_dopri5" else 10
-    a = run(name, process, z0, budget, torch.Generator().manual_seed(1))[0]
-    b = run(name, process, z0, budget, torch.Generator().manual_seed(2))[0]
-    c = run(name, process, z1, budget, torch.Generator().manual_seed(1))[0]
-    assert torch.equal(a, b)
-    assert not torch.allclose(a, c)
-
-
-@pytest.mark.parametrize("name", list(SAMPLERS))
-def test_samplers_do_not_modify_prior_z(name):
-    process = cld()
-    z0 = process.sample_prior((16, 3), generator=torch.Generator().manual_seed(0), dtype=F64)
-    keep = z0.clone()
-    fn, opts, _, _ = SAMPLERS[name]
-    fn(process, score_fn(process, M, S), z0, nfe=10, generator=torch.Generator().manual_seed(1), **opts)
-    assert torch.equal(z0, keep)
-
-
-@pytest.mark.parametrize("fn", [sscs, lie_trotter])
-def test_splitting_on_ve_raises_before_any_score_call(fn):
-    process = ve()
-    score = Counting(score_fn(process, M, S))
-    z0 = process.sample_prior((4, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
-    with pytest.raises(SamplerConfigError, match="ve"):
-        fn(process, score, z0, nfe=10)
-    with pytest.raises(SamplerConfigError, match="ve"):
-        configure(fn, nfe=10)(process, score, z0)
-    assert score.count == 0
-    assert "sscs" not in valid_samplers(process) and "lie_trotter" not in valid_samplers(process)
-    assert {"sscs", "lie_trotter", "em", "pc", "ode"} <= set(valid_samplers(cld()))
-
-
-@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
-@pytest.mark.parametrize("name", FIXED_STEP)
-def test_invalid_nfe_raises_before_any_score_call(name, bad):
-    fn, opts, _, _ = SAMPLERS[name]
-    process = vp()
-    score = Counting(score_fn(process, M, S))
-    z0 = process.sample_prior((4, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
-    with pytest.raises(SamplerConfigError):
-        fn(process, score, z0, nfe=bad, **opts)
-    assert score.count == 0
-
-
-@pytest.mark.parametrize(
-    "fn, opts",
-    [
-        (probability_flow, {"method": "rk99"}),
-        (euler_maruyama, {"grid": "cosine"}),
-        (sscs, {"grid": "cosine"}),
-        (predictor_corrector, {"predictor": "ancestral"}),
-        (sscs, {"remainder": "rk4"}),
-    ],
-)
-def test_unknown_options_raise_before_any_score_call(fn, opts):
-    process = vp()
-    score = Counting(score_fn(process, M, S))
-    z0 = process.sample_prior((4, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
-    with pytest.raises(SamplerConfigError):
-        fn(process, score, z0, nfe=10, **opts)
-    assert score.count == 0
-
-
-def test_predictor_auto_is_reverse_diffusion_for_ve_and_euler_maruyama_otherwise():
-    from momentum_diffusion.samplers.pc import resolve_predictor
-
-    assert resolve_predictor(ve(), "auto") == "reverse_diffusion"
-    assert [resolve_predictor(make(), "auto") for make in (vp, cld, hold)] == ["euler_maruyama"] * 3
-    for make, explicit in ((ve, "reverse_diffusion"), (cld, "euler_maruyama")):
-        process = make()
-        z0 = process.sample_prior((4, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
-        runs = [
-            fn(process, score_fn(process, M, S), z0, nfe=9, generator=torch.Generator().manual_seed(1), predictor=p)[0]
-            for fn in (predictor_corrector, adaptive_momentum)
-            for p in ("auto", explicit)
-        ]
-        torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
-        torch.testing.assert_close(runs[2], runs[3], rtol=0, atol=0)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Time grids
-# ---------------------------------------------------------------------------------------------------------
-
-GRID_PROCESSES = {**PROCESSES, "chain4": lambda: critically_damped_chain(order=4)}
-
-
-@pytest.mark.parametrize("kind", ["uniform", "quadratic", "edm", "logsnr"])
-@pytest.mark.parametrize("process_name", list(GRID_PROCESSES))
-def test_time_grid_endpoints_and_monotone(process_name, kind):
-    process = GRID_PROCESSES[process_name]()
-    for n in [1, 2, 7, 50, 333]:
-        ts = time_grid(process, n, kind)
-        assert ts.shape == (n + 1,) and ts.dtype == F64
-        assert ts[0].item() == process.t_max
-        assert ts[-1].item() == pytest.approx(process.t_min, abs=1e-15)
-        assert (ts[1:] < ts[:-1]).all(), (process_name, kind, n)
-
-
-def test_a_retired_option_at_its_old_default_is_dropped_for_old_checkpoints():
-    """Checkpoints store the sampler config they were trained with: lie_trotter's symmetric=false (the old
-    default) still loads, and runs as before; symmetric=true is the error above."""
-    process = cld()
-    z0 = exact_start(process, 4, 2, torch.Generator().manual_seed(1))
-    runs = [
-        lie_trotter(
-            process, score_fn(process, M, S), z0.clone(), nfe=5, generator=torch.Generator().manual_seed(2), **kw
-        )[0]
-        for kw in ({}, {"symmetric": False})
-    ]
-    assert torch.equal(runs[0], runs[1])
