@@ -4,9 +4,10 @@
         --sampler "pc=ams sampler.fixed_beta=0" --sampler "ams=ams" \
         --sampler "ams_bug=ams sampler.adjacency_momentum=false"
 
-Each --sampler is NAME=SAMPLER [override …] (evaluate.py arguments). Writes OUT_DIR/<name>_seed<s>/metrics.csv
-(evaluate.py's rows) and OUT_DIR/summary.md: mean ± std over seeds of the degree / cluster / orbit MMD² and
-their mean, the wall time per row, and the test-vs-train floor of the data (same kernels).
+Each --sampler is NAME=SAMPLER [override …] (evaluate.py arguments); --jobs N runs N evaluations at once, one
+thread each. Writes OUT_DIR/<name>_seed<s>/metrics.csv (evaluate.py's rows) and OUT_DIR/summary.md: mean ± std
+over seeds of the degree / cluster / orbit MMD² and their mean, the wall time per row, and the test-vs-train floor
+of the data (same kernels).
 
 --weights raw samples the trained weights instead of the EMA copy (GDSS's ``use_ema: false`` for community_small
 and ego_small): it writes OUT_DIR/raw_weights.ckpt, the checkpoint with its EMA weights replaced by the trained
@@ -21,6 +22,7 @@ import csv
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,34 +44,49 @@ def with_trained_weights_as_ema(ckpt: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 
-def run_evaluations(args, ckpt: str, out: Path) -> list[dict]:
-    """evaluate.py per seed × sampler (seeds outermost, so a run cut short has every sampler at the first seeds);
-    a run directory that already has its metrics.csv is reused."""
-    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
-    rows = []
+def evaluation_commands(args, ckpt: str, out: Path) -> list[tuple[str, int, Path, list[str]]]:
+    """(name, seed, run directory, evaluate.py command) per seed × sampler, seeds outermost (so a run cut short
+    has every sampler at the first seeds)."""
+    nfe = "[" + ",".join(map(str, args.nfe)) + "]"
+    runs = []
     for seed in args.seeds:
         for spec in args.sampler:
             name, rest = spec.split("=", 1)
             sampler, *overrides = rest.split()
             run_dir = out / f"{name}_seed{seed}"
-            if not (run_dir / "metrics.csv").is_file():
-                nfe = "[" + ",".join(map(str, args.nfe)) + "]"
-                cmd = [
-                    sys.executable,
-                    str(REPO / "src" / "evaluate.py"),
-                    f"ckpt={ckpt}",
-                    f"sampler={sampler}",
-                    *overrides,
-                    f"sampler.nfe={nfe}",
-                    f"n_samples={args.n}",
-                    f"batch_size={args.batch}",
-                    f"seed={seed}",
-                    f"hydra.run.dir={run_dir}",
-                ]
-                print(" ".join(cmd[1:]), flush=True)
-                subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
-            for r in csv.DictReader(open(run_dir / "metrics.csv")):
-                rows.append({"name": name, "seed": seed, **r})
+            cmd = [
+                sys.executable,
+                str(REPO / "src" / "evaluate.py"),
+                f"ckpt={ckpt}",
+                f"sampler={sampler}",
+                *overrides,
+                f"sampler.nfe={nfe}",
+                f"n_samples={args.n}",
+                f"batch_size={args.batch}",
+                f"seed={seed}",
+                f"hydra.run.dir={run_dir}",
+            ]
+            runs.append((name, seed, run_dir, cmd))
+    return runs
+
+
+def run_evaluations(args, ckpt: str, out: Path, run=subprocess.run) -> list[dict]:
+    """evaluate.py per seed × sampler, ``args.jobs`` at a time (one thread each); a run directory that already
+    has its metrics.csv is reused. Rows come back in command order whatever order the runs finish in."""
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    runs = evaluation_commands(args, ckpt, out)
+
+    def evaluate(cmd: list[str]) -> None:
+        print(" ".join(cmd[1:]), flush=True)
+        run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
+
+    todo = [cmd for _, _, run_dir, cmd in runs if not (run_dir / "metrics.csv").is_file()]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(evaluate, todo))  # list(): the first failure raises here
+    rows = []
+    for name, seed, run_dir, _ in runs:
+        with open(run_dir / "metrics.csv") as f:
+            rows += [{"name": name, "seed": seed, **r} for r in csv.DictReader(f)]
     return rows
 
 
@@ -83,6 +100,7 @@ def main() -> None:
     p.add_argument("--nfe", type=int, nargs="+", default=[50, 100])
     p.add_argument("--sampler", action="append", required=True)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--jobs", type=int, default=1, help="evaluate.py runs at once (one thread each; e.g. one per core)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,3 +42,31 @@ def test_graph_experiments_use_gdss_schedule(name, sampler):
     assert cfg.sampler._target_.endswith(sampler)
     assert cfg.optim.ema_decay == 0.999 and cfg.trainer.gradient_clip_val == 1.0
     assert cfg.model._target_.endswith("GraphScoreNetwork")
+
+
+def test_parallel_evaluations_run_each_unfinished_command_once_and_keep_the_order(tmp_path):
+    """--jobs 2: every seed × sampler whose run directory has no metrics.csv runs exactly once, finished ones are
+    reused, and the rows come back seeds outermost whatever order the runs finish in."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    measure = load_measure_script()
+    args = SimpleNamespace(nfe=[50], n=8, batch=8, seeds=[0, 1], sampler=["pc=pc sampler.snr=0.05", "em=em"], jobs=2)
+    (tmp_path / "em_seed0").mkdir()
+    (tmp_path / "em_seed0" / "metrics.csv").write_text("nfe_budget,avg\n50,0.5\n")  # finished earlier
+    ran, lock = [], threading.Lock()
+
+    def fake_run(cmd, **kwargs):
+        run_dir = next(a.split("=", 1)[1] for a in cmd if a.startswith("hydra.run.dir="))
+        time.sleep(0.05 if "seed=0" in cmd else 0.0)  # seed 1 finishes first
+        with lock:
+            ran.append(run_dir)
+        (tmp_path / run_dir).mkdir(exist_ok=True)
+        (tmp_path / run_dir / "metrics.csv").write_text(f"nfe_budget,avg\n50,{len(ran)}\n")
+        assert kwargs["env"]["OMP_NUM_THREADS"] == "1"
+
+    rows = measure.run_evaluations(args, "x.ckpt", tmp_path, run=fake_run)
+    assert sorted(Path(r).name for r in ran) == ["em_seed1", "pc_seed0", "pc_seed1"]
+    assert [(r["name"], r["seed"]) for r in rows] == [("pc", 0), ("em", 0), ("pc", 1), ("em", 1)]
+    assert rows[1]["avg"] == "0.5"
