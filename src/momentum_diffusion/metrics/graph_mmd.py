@@ -65,30 +65,45 @@ def _gaussian_l2_matrix(x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarra
     return np.exp(-(d**2) / (2 * sigma**2))
 
 
-def mmd2_from_kernel(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
-    """Biased MMD² (V-statistic)."""
-    return float(kxx.mean() + kyy.mean() - 2 * kxy.mean())
+def mmd2_from_kernel(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray, gen_size: int | None = None) -> float:
+    """Biased MMD² (V-statistic). ``gen_size`` = m: its expectation had m of the n generated samples (Y) been
+    drawn without replacement; the self-pair term mean k(Y,Y) = mean diag / m + (1 − 1/m) · off-diagonal mean
+    grows as m shrinks, so papers' figures with few generated graphs (GDSS: as many as the test split) are
+    compared at their size."""
+    self_term = kyy.mean()
+    n = len(kyy)
+    if gen_size is not None and n > 1:
+        if not 1 <= gen_size <= n:
+            raise ValueError(f"gen_size must be in 1..{n} (the generated samples), got {gen_size}")
+        diag = np.trace(kyy)
+        self_term = diag / n / gen_size + (1 - 1 / gen_size) * (kyy.sum() - diag) / (n * (n - 1))
+    return float(kxx.mean() + self_term - 2 * kxy.mean())
 
 
-def mmd2_histograms(ref: list[np.ndarray], gen: list[np.ndarray], sigma: float, scale: float = 1.0) -> float:
-    """Gaussian-EMD MMD² between two lists of (unnormalised) histograms."""
+def mmd2_histograms(
+    ref: list[np.ndarray], gen: list[np.ndarray], sigma: float, scale: float = 1.0, gen_size: int | None = None
+) -> float:
+    """Gaussian-EMD MMD² between two lists of (unnormalised) histograms (``gen_size``: mmd2_from_kernel)."""
     length = max(len(h) for h in [*ref, *gen])
     x, y = _pad(ref, length), _pad(gen, length)
     x /= x.sum(1, keepdims=True).clip(min=1e-300)
     y /= y.sum(1, keepdims=True).clip(min=1e-300)
     k = _gaussian_emd_matrix
-    return mmd2_from_kernel(k(x, x, sigma, scale), k(y, y, sigma, scale), k(x, y, sigma, scale))
+    return mmd2_from_kernel(k(x, x, sigma, scale), k(y, y, sigma, scale), k(x, y, sigma, scale), gen_size)
 
 
-def mmd2_vectors(ref: np.ndarray, gen: np.ndarray, sigma: float) -> float:
-    """Gaussian (L2) MMD² between two sets of vectors."""
+def mmd2_vectors(ref: np.ndarray, gen: np.ndarray, sigma: float, gen_size: int | None = None) -> float:
+    """Gaussian (L2) MMD² between two sets of vectors (``gen_size``: mmd2_from_kernel)."""
     k = _gaussian_l2_matrix
-    return mmd2_from_kernel(k(ref, ref, sigma), k(gen, gen, sigma), k(ref, gen, sigma))
+    return mmd2_from_kernel(k(ref, ref, sigma), k(gen, gen, sigma), k(ref, gen, sigma), gen_size)
 
 
-def graph_mmds(ref_graphs, gen_graphs, metrics=("degree", "cluster", "orbit")) -> dict[str, float]:
+def graph_mmds(
+    ref_graphs, gen_graphs, metrics=("degree", "cluster", "orbit"), gen_size: int | None = None
+) -> dict[str, float]:
     """{degree, cluster, orbit, avg} MMD² of gen_graphs against ref_graphs (empty graphs dropped; nan if a
-    set is empty) and ``n_empty`` = the number of empty generated graphs."""
+    set is empty) and ``n_empty`` = the number of empty generated graphs. ``gen_size``: the expected MMD² with
+    that many of the non-empty generated graphs (mmd2_from_kernel), to compare with figures from fewer."""
     for name in metrics:
         check_choice("graph metric", name, ("degree", "cluster", "orbit"))
     ref = [G for G in ref_graphs if G.number_of_nodes() > 0]
@@ -99,7 +114,10 @@ def graph_mmds(ref_graphs, gen_graphs, metrics=("degree", "cluster", "orbit")) -
             out[name] = float("nan")
         elif name == "degree":
             out[name] = mmd2_histograms(
-                [degree_descriptor(G) for G in ref], [degree_descriptor(G) for G in gen], SIGMA["degree"]
+                [degree_descriptor(G) for G in ref],
+                [degree_descriptor(G) for G in gen],
+                SIGMA["degree"],
+                gen_size=gen_size,
             )
         elif name == "cluster":
             out[name] = mmd2_histograms(
@@ -107,12 +125,14 @@ def graph_mmds(ref_graphs, gen_graphs, metrics=("degree", "cluster", "orbit")) -
                 [cluster_descriptor(G) for G in gen],
                 SIGMA["cluster"],
                 scale=CLUSTER_BINS,
+                gen_size=gen_size,
             )
         else:  # orbit
             out[name] = mmd2_vectors(
                 np.stack([orbit_descriptor(G) for G in ref]),
                 np.stack([orbit_descriptor(G) for G in gen]),
                 SIGMA["orbit"],
+                gen_size=gen_size,
             )
     out["avg"] = float(np.mean([out[m] for m in metrics]))
     out["n_empty"] = float(len(gen_graphs) - len(gen))
