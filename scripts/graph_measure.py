@@ -106,17 +106,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = args.ckpt if args.weights == "ema" else str(with_trained_weights_as_ema(args.ckpt, out / "raw_weights.ckpt"))
     rows = run_evaluations(args, ckpt, out)
-    # the data's floor (test vs train) with the same kernels
-    import torch
+    # the data's floor (test vs train) with the same kernels, on the split the checkpoint was trained and evaluated on
+    from hydra.utils import instantiate
 
-    from momentum_diffusion.data.graphs import load_graphs, split_graphs
+    from momentum_diffusion.lightning.checkpointing import load_checkpoint
     from momentum_diffusion.metrics.graph_mmd import graph_mmds
 
-    cfg = torch.load(args.ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["config"]["data"]
-    train, test = split_graphs(
-        load_graphs(cfg["name"], cfg["root"], cfg["source"], cfg["n_generate"], cfg["generate_seed"]),
-        cfg["test_fraction"],
-    )
+    data = instantiate(load_checkpoint(args.ckpt)["hyper_parameters"]["config"]["data"])
+    data.setup("fit")
+    train, test = data.train_graphs, data.test_graphs
     floor = graph_mmds(test, train)
     lines = [
         f"checkpoint `{args.ckpt}` ({args.weights} weights), {args.n} generated graphs vs the {len(test)} test graphs, "

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from momentum_diffusion.data.graphs import arrays_to_graphs, load_graphs, split_graphs  # noqa: E402
+from momentum_diffusion.data.graphs import arrays_to_graphs  # noqa: E402
+from momentum_diffusion.lightning.checkpointing import load_checkpoint  # noqa: E402
 from momentum_diffusion.metrics.graph_mmd import graph_mmds  # noqa: E402
 
 
@@ -26,9 +27,9 @@ def main() -> None:
     p.add_argument("ckpt", help="the checkpoint that made them (its data config names the test split)")
     p.add_argument("--size", type=int, required=True, help="generated-set size to report the expected MMD² at")
     args = p.parse_args()
-    data = torch.load(args.ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["config"]["data"]
-    graphs = load_graphs(data["name"], data["root"], data["source"], data["n_generate"], data["generate_seed"])
-    _, test = split_graphs(graphs, data["test_fraction"])
+    data = instantiate(load_checkpoint(args.ckpt)["hyper_parameters"]["config"]["data"])
+    data.setup("fit")  # the split evaluate.py scores against
+    test = data.test_graphs
     arrays = np.load(args.samples)
     gen = arrays_to_graphs(arrays["adjacency"], arrays["node_mask"])
     keys = ("degree", "cluster", "orbit", "avg")

@@ -72,9 +72,9 @@ def mmd2_from_kernel(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray, gen_size
     compared at their size."""
     self_term = kyy.mean()
     n = len(kyy)
-    if gen_size is not None and n > 1:
-        if not 1 <= gen_size <= n:
-            raise ValueError(f"gen_size must be in 1..{n} (the generated samples), got {gen_size}")
+    if gen_size is not None and not 1 <= gen_size <= n:
+        raise ValueError(f"gen_size must be in 1..{n} (the generated samples), got {gen_size}")
+    if gen_size is not None and n > 1:  # n = 1: the only subset is the set itself
         diag = np.trace(kyy)
         self_term = diag / n / gen_size + (1 - 1 / gen_size) * (kyy.sum() - diag) / (n * (n - 1))
     return float(kxx.mean() + self_term - 2 * kxy.mean())
