@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -53,7 +54,14 @@ def test_multi_tensor_adam_matches_the_single_tensor_loop() -> None:
     net = tiny_net()
     ref = copy.deepcopy(net)
     module = SimpleNamespace(
-        net=net, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=0, lr_schedule="constant", _trainer=None
+        net=net,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        weight_decay=0.0,
+        warmup_steps=0,
+        lr_schedule="constant",
+        lr_decay=1.0,
+        _trainer=None,
     )
     opt = DiffusionModule.configure_optimizers(module)["optimizer"]
     assert opt.defaults["foreach"] or opt.defaults["fused"]
@@ -103,7 +111,7 @@ def test_lr_schedule_is_checked_and_needs_max_steps() -> None:
     from momentum_diffusion.cli.common import UserError, check_optim
 
     check_optim({"lr_schedule": "cosine"})
-    with pytest.raises(UserError, match="unknown optim.lr_schedule 'linear'; choose constant or cosine"):
+    with pytest.raises(UserError, match="unknown optim.lr_schedule 'linear'; choose constant, cosine or exponential"):
         check_optim({"lr_schedule": "linear"})
     module = SimpleNamespace(
         net=nn.Linear(2, 2),
@@ -127,6 +135,54 @@ def test_cli_refuses_a_cosine_schedule_without_max_steps_before_any_work() -> No
     validate_train_config(compose_config("train", "trainer.max_steps=-1", "optim.lr_schedule=constant"))
     with pytest.raises(UserError, match=r"^optim.lr_schedule=cosine needs trainer.max_steps > 0, got -1$"):
         validate_train_config(compose_config("train", "trainer.max_steps=-1"))
+    validate_train_config(compose_config("train", "trainer.max_steps=-1", "optim.lr_schedule=exponential"))
+    for bad, what in (
+        ("optim.lr_decay=0", "optim.lr_decay must be a number in (0, 1]"),
+        ("optim.lr_decay=1.5", "optim.lr_decay must be a number in (0, 1]"),
+        ("optim.clip_subnetworks=maybe", "optim.clip_subnetworks must be true or false"),
+    ):
+        with pytest.raises(UserError, match=r"^" + re.escape(what)):
+            validate_train_config(compose_config("train", bad))
+
+
+def test_exponential_schedule_is_gdss_exponential_lr() -> None:
+    """After the warm-up the factor is lr_decay per step: GDSS's ExponentialLR(γ) stepped once per epoch of s
+    steps gives the same lr at every epoch boundary with lr_decay = γ^(1/s)."""
+    w, gamma, s = 3, 0.999, 2
+    decay = gamma ** (1 / s)
+    factors = [lr_factor(n, w, "exponential", None, decay) for n in range(w + 40)]
+    assert factors[:w] == pytest.approx([(n + 1) / w for n in range(w)])
+    for epoch in range(1, 20):  # update w - 1 + s·epoch is the first one of epoch `epoch` after the warm-up
+        assert factors[w - 1 + s * epoch] == pytest.approx(gamma**epoch)
+    assert all(a > b for a, b in zip(factors[w - 1 :], factors[w:]))
+
+
+def test_clip_subnetworks_clips_the_graph_networks_x_and_a_parts_on_their_own() -> None:
+    from momentum_diffusion.data.graph_layout import GraphLayout
+    from momentum_diffusion.networks.graph import GraphScoreNetwork
+
+    dim = GraphLayout(5, 3).dim
+    net = GraphScoreNetwork(2 * dim, 2 * dim, 5, 3, x_depth=1, x_hidden=4, a_layers=2, adim=4, a_hidden=4)
+    groups = net.clip_groups()
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in net.parameters()}  # a partition
+    assert all(groups)
+    torch.manual_seed(0)
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    target = [10.0, 0.5, 3.0]  # X part far above the clip, A part below it, the rest above
+    for g, norm in zip(groups, target):
+        n = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in g]))
+        for p in g:
+            p.grad.mul_(norm / n)
+    before = [[p.grad.clone() for p in g] for g in groups]
+    module = SimpleNamespace(net=net, clip_subnetworks=True)
+    DiffusionModule.configure_gradient_clipping(module, None, 1.0, "norm")
+    for g, old, norm in zip(groups, before, target):
+        got = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in g]))
+        assert float(got) == pytest.approx(min(norm, 1.0), rel=1e-5)  # each group on its own norm
+        for p, o in zip(g, old):  # a rescaling, direction kept
+            torch.testing.assert_close(p.grad, o * min(1.0, 1.0 / norm), rtol=1e-5, atol=1e-7)
 
 
 def _adam_step(net: nn.Module, opt: torch.optim.Optimizer, seed: int) -> None:

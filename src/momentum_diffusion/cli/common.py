@@ -209,6 +209,10 @@ def check_optim(optim) -> None:
         raise UserError(f"optim.ema_warmup must be true or false, got {optim['ema_warmup']!r}")
     if "lr_schedule" in optim:
         check_choice("optim.lr_schedule", optim["lr_schedule"], LR_SCHEDULES, UserError)
+    if "lr_decay" in optim:
+        _number("optim.lr_decay", optim["lr_decay"], 0.0, 1.0, low_open=True)
+    if "clip_subnetworks" in optim and not isinstance(optim["clip_subnetworks"], bool):
+        raise UserError(f"optim.clip_subnetworks must be true or false, got {optim['clip_subnetworks']!r}")
     if "max_update_ratio" in optim and optim["max_update_ratio"] is not None:
         _number("optim.max_update_ratio", optim["max_update_ratio"], 0.0, FLOAT32_MAX)
     if "max_bad_steps" in optim:
@@ -231,7 +235,7 @@ def validate_train_config(cfg) -> None:
     check_threads(cfg.get("threads"))
     check_optim(to_dict(cfg.optim) if cfg.get("optim") is not None else {})
     schedule, max_steps = (cfg.get("optim") or {}).get("lr_schedule", "constant"), cfg.trainer.get("max_steps", -1)
-    if schedule != "constant" and not (isinstance(max_steps, int) and max_steps > 0):
+    if schedule == "cosine" and not (isinstance(max_steps, int) and max_steps > 0):
         raise UserError(f"optim.lr_schedule={schedule} needs trainer.max_steps > 0, got {max_steps!r}")
     allow = cfg.get("allow_identity_change", False)
     if not isinstance(allow, bool):

@@ -33,16 +33,21 @@ def ema_decay_at(decay: float, step: int, warmup: bool) -> float:
     return min(decay, (1.0 + step) / (10.0 + step)) if warmup else decay
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "exponential")
 
 
-def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_steps: int | None = None) -> float:
+def lr_factor(
+    step: int, warmup_steps: int, schedule: str = "constant", total_steps: int | None = None, decay: float = 1.0
+) -> float:
     """The learning rate of update ``step`` (0-based) as a fraction of optim.lr: a linear warm-up over
-    ``warmup_steps``, then constant, or a half cosine from 1 to 0 at ``total_steps`` (SGDR without restarts,
-    Loshchilov & Hutter 2017): a short run ends at small steps, where the EMA averages out less noise."""
+    ``warmup_steps``, then constant, a half cosine from 1 to 0 at ``total_steps`` (SGDR without restarts,
+    Loshchilov & Hutter 2017: a short run ends at small steps, where the EMA averages out less noise), or
+    ``decay`` per step after the warm-up (exponential; GDSS's ExponentialLR, γ per epoch = decay^(steps per epoch))."""
     warm = max(warmup_steps, 1)
     if step < warm or schedule == "constant":
         return min(1.0, (step + 1) / warm)
+    if schedule == "exponential":
+        return decay ** (step + 1 - warm)
     progress = min(1.0, (step + 1 - warm) / max(total_steps - warm, 1))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -59,6 +64,8 @@ class DiffusionModule(pl.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         lr_schedule: str = "constant",
+        lr_decay: float = 1.0,
+        clip_subnetworks: bool = False,
         betas: tuple[float, float] = (0.9, 0.999),
         ema_decay: float = 0.999,
         ema_warmup: bool = False,
@@ -84,6 +91,7 @@ class DiffusionModule(pl.LightningModule):
         self.lr, self.weight_decay, self.warmup_steps, self.betas = lr, weight_decay, warmup_steps, tuple(betas)
         self.ema_decay, self.ema_warmup, self.max_bad_steps = ema_decay, bool(ema_warmup), max_bad_steps
         self.lr_schedule = check_choice("optim.lr_schedule", lr_schedule, LR_SCHEDULES)
+        self.lr_decay, self.clip_subnetworks = float(lr_decay), bool(clip_subnetworks)
         self.max_update_ratio = max_update_ratio  # |Δθ| / |θ| above this: the update blew up (step undone)
         self.update_snapshot = UpdateSnapshot()
         self.allow_identity_change = False  # train.py sets it from allow_identity_change=true
@@ -203,11 +211,21 @@ class DiffusionModule(pl.LightningModule):
         impl = {"fused": True} if params and all(p.is_cuda for p in params) else {"foreach": True}
         opt = torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay, **impl)
         total = self.trainer.max_steps if self._trainer is not None else -1
-        if self.lr_schedule != "constant" and (total is None or total <= 0):
+        if self.lr_schedule == "cosine" and (total is None or total <= 0):
             raise ValueError(f"optim.lr_schedule={self.lr_schedule} needs trainer.max_steps > 0, got {total}")
-        warm, schedule = self.warmup_steps, self.lr_schedule
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warm, schedule, total))
+        warm, schedule, decay = self.warmup_steps, self.lr_schedule, self.lr_decay
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warm, schedule, total, decay))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """optim.clip_subnetworks=true: clip the gradient norm of each of the network's ``clip_groups()`` on its
+        own (GDSS trains its X and A networks with two optimisers, each clipped at 1.0); else Lightning's global
+        clip."""
+        groups = getattr(self.net, "clip_groups", None) if self.clip_subnetworks else None
+        if groups is None or not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        for params in groups():
+            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], gradient_clip_val)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint):

@@ -184,6 +184,14 @@ class GraphScoreNetwork(nn.Module):
         """Sizes of the X | A | mask groups of one block (AMS keeps a momentum state per group)."""
         return [self.layout.n * self.layout.f, self.layout.n_pairs, self.layout.n]
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """X-network | A-network | the rest: GDSS clips its two networks' gradients separately
+        (``optim.clip_subnetworks``)."""
+        x = [*self.x_convs.parameters(), *self.x_out.parameters()]
+        a = [*self.a_layers.parameters(), *self.a_out.parameters()]
+        seen = {id(p) for p in x + a}
+        return [x, a, [p for p in self.parameters() if id(p) not in seen]]
+
     # ---- context: the node mask
     def condition_on_data(self, x0: torch.Tensor) -> None:
         """Training hook: take the node mask of the clean batch x0 (B, D) and count its node numbers."""
