@@ -171,6 +171,22 @@ def test_network_is_permutation_equivariant(k, out_blocks):
     torch.testing.assert_close(out_p, _permute(out, L, perm, out_blocks), atol=1e-5, rtol=1e-5)
 
 
+def test_time_conditioning_auto_gives_the_gnn_no_t_for_order_one_only():
+    """auto: GDSS's t-free GNN for VP/VE (k = 1), t features for k > 1. At initialisation the linear skip is
+    t-independent (zero last layer), so the t-free network's output cannot depend on t at all."""
+    z_t = {}
+    for k, t_free in ((1, True), (2, False), (3, False)):
+        net, L = _net(k)
+        assert net.time_conditioning is not t_free
+        net.set_node_mask(torch.ones(1, L.n))
+        z = torch.randn(1, k * L.dim, generator=torch.Generator().manual_seed(0))
+        z_t[k] = (net(z, torch.tensor([0.2])) - net(z, torch.tensor([0.9]))).abs().max().item()
+    assert z_t[1] == 0.0 and z_t[2] > 1e-4 and z_t[3] > 1e-4
+    L = GraphLayout(7, 4)
+    with pytest.raises(ValueError, match="model.time_conditioning must be true, false or auto, got 'maybe'"):
+        GraphScoreNetwork(L.dim, L.dim, 7, 4, time_conditioning="maybe")
+
+
 def test_network_masking():
     net, L = _net(k=2)
     mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0]]).float()
