@@ -23,9 +23,9 @@ Permutation equivariance: every layer is node-permutation equivariant (GCN, atte
 readout), and the flat layout only stores the upper triangle of a symmetric matrix.
 Time: ``time_conditioning="auto"`` (default) gives the GNN no t input for order-1 processes, as GDSS's VP/VE
 networks (only the linear skip above sees t, through the ε-parameterisation's Gaussian part), and t features
-appended to the node inputs for order k > 1 (CLD, HOLD: as measured before; t-free there is in docs/graphs.md). On ego_small (VP, 3,000 steps, EM at
-50 NFE, 1,024 graphs) the t-free GNN halves the MMDs of the t-conditioned one (avg 0.015 vs 0.028; docs/graphs.md)
-although its training loss is higher. X and A are one network with one optimiser (GDSS trains two;
+appended to the node inputs for order k > 1 (CLD, HOLD). On ego_small (VP, EM at 50 NFE, 1,024 graphs) the
+t-free GNN halves the t-conditioned one's MMDs (avg 0.015 vs 0.028) although its training loss is higher
+(docs/graphs.md, "Sixth session"). X and A are one network with one optimiser (GDSS trains two;
 ``optim.clip_subnetworks`` clips them separately).
 """
 
