@@ -144,10 +144,10 @@ def test_layout_round_trip_and_symmetric_noise():
 
 
 # --------------------------------------------------------------------------- network
-def _net(k=1, out_blocks=1, N=7, F=4):
+def _net(k=1, out_blocks=1, N=7, F=4, **kw):
     torch.manual_seed(0)
     L = GraphLayout(N, F)
-    return GraphScoreNetwork(k * L.dim, out_blocks * L.dim, N, F, **TINY), L
+    return GraphScoreNetwork(k * L.dim, out_blocks * L.dim, N, F, **TINY, **kw), L
 
 
 def _permute(v, L, perm, k):
@@ -158,9 +158,10 @@ def _permute(v, L, perm, k):
     )
 
 
+@pytest.mark.parametrize("conditioned", [False, True])
 @pytest.mark.parametrize("k,out_blocks", [(1, 1), (2, 1), (3, 3)])
-def test_network_is_permutation_equivariant(k, out_blocks):
-    net, L = _net(k, out_blocks)
+def test_network_is_permutation_equivariant(k, out_blocks, conditioned):
+    net, L = _net(k, out_blocks, time_conditioning=conditioned)
     mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0, 0]]).float()
     z, t = torch.randn(2, k * L.dim), torch.tensor([0.3, 0.8])
     net.set_node_mask(mask)
@@ -171,20 +172,21 @@ def test_network_is_permutation_equivariant(k, out_blocks):
     torch.testing.assert_close(out_p, _permute(out, L, perm, out_blocks), atol=1e-5, rtol=1e-5)
 
 
-def test_time_conditioning_auto_gives_the_gnn_no_t_for_order_one_only():
-    """auto: GDSS's t-free GNN for VP/VE (k = 1), t features for k > 1. At initialisation the linear skip is
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_the_default_gnn_takes_no_t(k):
+    """GDSS's t-free GNN by default, t features with time_conditioning=True. At initialisation the linear skip is
     t-independent (zero last layer), so the t-free network's output cannot depend on t at all."""
-    z_t = {}
-    for k, t_free in ((1, True), (2, False), (3, False)):
-        net, L = _net(k)
-        assert net.time_conditioning is not t_free
+    change = {}
+    for conditioned in (False, True):
+        torch.manual_seed(0)
+        L = GraphLayout(7, 4)
+        net = GraphScoreNetwork(k * L.dim, L.dim, 7, 4, **TINY, time_conditioning=conditioned)
         net.set_node_mask(torch.ones(1, L.n))
         z = torch.randn(1, k * L.dim, generator=torch.Generator().manual_seed(0))
-        z_t[k] = (net(z, torch.tensor([0.2])) - net(z, torch.tensor([0.9]))).abs().max().item()
-    assert z_t[1] == 0.0 and z_t[2] > 1e-4 and z_t[3] > 1e-4
-    L = GraphLayout(7, 4)
-    with pytest.raises(ValueError, match="model.time_conditioning must be true, false or auto, got 'maybe'"):
-        GraphScoreNetwork(L.dim, L.dim, 7, 4, time_conditioning="maybe")
+        change[conditioned] = (net(z, torch.tensor([0.2])) - net(z, torch.tensor([0.9]))).abs().max().item()
+    assert change[False] == 0.0 and change[True] > 1e-4
+    with pytest.raises(ValueError, match="model.time_conditioning must be true or false, got 'auto'"):
+        GraphScoreNetwork(L.dim, L.dim, 7, 4, time_conditioning="auto")
 
 
 def test_network_masking():

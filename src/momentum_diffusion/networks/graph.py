@@ -21,11 +21,11 @@ is X (N×F), the strict upper triangle of A and the node mask m. The network
 
 Permutation equivariance: every layer is node-permutation equivariant (GCN, attention, edge-wise MLPs,
 readout), and the flat layout only stores the upper triangle of a symmetric matrix.
-Time: ``time_conditioning="auto"`` (default) gives the GNN no t input for order-1 processes, as GDSS's VP/VE
-networks (only the linear skip above sees t, through the ε-parameterisation's Gaussian part), and t features
-appended to the node inputs for order k > 1 (CLD, HOLD). On ego_small (VP, EM at 50 NFE, 1,024 graphs) the
-t-free GNN halves the t-conditioned one's MMDs (avg 0.015 vs 0.028) although its training loss is higher
-(docs/graphs.md, "Sixth session"). X and A are one network with one optimiser (GDSS trains two;
+Time: by default (``time_conditioning=False``) the GNN takes no t, as GDSS's networks; only the linear skip above
+sees t (the Gaussian part of ε̂). Measured (docs/graphs.md, "Sixth session"): on ego_small the t-free GNN halves
+VP's MMDs (EM at 50 NFE, avg 0.015 vs 0.028) and improves CLD's (0.053 vs 0.061), although its training loss is
+higher; on community_small it is level at GDSS's 2000 NFE and behind at 50 (0.129 vs 0.108). ``True`` appends t
+features to the node inputs. X and A are one network with one optimiser (GDSS trains two;
 ``optim.clip_subnetworks`` clips them separately).
 """
 
@@ -141,7 +141,7 @@ class GraphScoreNetwork(nn.Module):
         adim: int = 32,
         heads: int = 4,
         a_hidden: int = 32,
-        time_conditioning: bool | str = "auto",
+        time_conditioning: bool = False,
         time_dim: int = 16,
     ):
         super().__init__()
@@ -150,10 +150,8 @@ class GraphScoreNetwork(nn.Module):
         if in_dim % D or out_dim % D:
             raise ValueError(f"in_dim {in_dim} / out_dim {out_dim} are not multiples of the graph vector length {D}")
         self.k, self.out_blocks = in_dim // D, out_dim // D
-        if time_conditioning == "auto":
-            time_conditioning = self.k > 1
         if not isinstance(time_conditioning, bool):
-            raise ValueError(f"model.time_conditioning must be true, false or auto, got {time_conditioning!r}")
+            raise ValueError(f"model.time_conditioning must be true or false, got {time_conditioning!r}")
         self.c_init, self.time_conditioning, self.time_dim = c_init, time_conditioning, time_dim
         k, F_, O = self.k, n_features, self.out_blocks
         node_in = k * F_ + (time_dim if time_conditioning else 0)
