@@ -225,7 +225,7 @@ class DiffusionModule(pl.LightningModule):
         if groups is None or not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         for params in groups():
-            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], gradient_clip_val)
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)  # skips parameters without a gradient
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint):
