@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-METRICS = ("fid", "fd_digits", "sw2", "mode_kl", "mode_tv", "mmd_degree", "mmd_cluster", "mmd_orbit", "nll_bpd")
+from momentum_diffusion.metrics import HEADLINE_METRICS
+
 META = {
     "run",
     "overrides",
@@ -161,7 +162,7 @@ def render_arrays(rows: list[dict], out: Path) -> None:
 
 def metric_columns(rows: list[dict]) -> list[str]:
     keys = list(dict.fromkeys(k for r in rows for k in r if not k.startswith("_")))
-    known = [k for k in METRICS if k in keys]
+    known = [k for k in HEADLINE_METRICS if k in keys]
     other = [k for k in keys if k not in META and k not in known and all(_is_float(r.get(k)) for r in rows)]
     return known + other
 

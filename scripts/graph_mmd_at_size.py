@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from momentum_diffusion.data.graphs import arrays_to_graphs  # noqa: E402
 from momentum_diffusion.lightning.checkpointing import load_checkpoint  # noqa: E402
-from momentum_diffusion.metrics.graph_mmd import graph_mmds  # noqa: E402
+from momentum_diffusion.metrics.graph_mmd import graph_mmds_by_size  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     arrays = np.load(args.samples)
     gen = arrays_to_graphs(arrays["adjacency"], arrays["node_mask"])
     keys = ("degree", "cluster", "orbit", "avg")
-    measured, at_size = graph_mmds(test, gen), graph_mmds(test, gen, gen_size=args.size)
+    by_size = graph_mmds_by_size(test, gen, (None, args.size))
+    measured, at_size = by_size[None], by_size[args.size]
     print(f"| generated graphs | {' | '.join(keys)} |\n|---|---|---|---|---|")
     print(
         f"| {len(gen)} (measured, {int(measured['n_empty'])} empty dropped) | "

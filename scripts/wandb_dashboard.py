@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_METRICS = ("fid", "fd_digits", "sw2", "mode_kl", "mmd_degree", "mmd_cluster", "mmd_orbit")
+from momentum_diffusion.metrics import HEADLINE_METRICS
 
 
 def build_workspace(entity: str, project: str, metrics, nfes, name: str = "momentum_diffusion"):
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--entity", required=True)
     parser.add_argument("--project", required=True)
     parser.add_argument("--name", default="momentum_diffusion")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
+    parser.add_argument("--metrics", nargs="+", default=[m for m in HEADLINE_METRICS if m != "nll_bpd"])
     parser.add_argument("--nfe", nargs="+", type=int, default=[20, 50, 100])
     parser.add_argument("--dry-run", action="store_true", help="print the spec, save nothing")
     args = parser.parse_args(argv)

@@ -70,3 +70,32 @@ def test_parallel_evaluations_run_each_unfinished_command_once_and_keep_the_orde
     assert sorted(Path(r).name for r in ran) == ["em_seed1", "pc_seed0", "pc_seed1"]
     assert [(r["name"], r["seed"]) for r in rows] == [("pc", 0), ("em", 0), ("pc", 1), ("em", 1)]
     assert rows[1]["avg"] == "0.5"
+
+
+def test_summary_averages_seeds_and_reports_the_test_size_figure():
+    measure = load_measure_script()
+    rows = [
+        {
+            "name": "pc",
+            "nfe_budget": "50",
+            "degree": d,
+            "cluster": "0.2",
+            "orbit": "0.1",
+            "avg": a,
+            "avg@4": b,
+            "seconds": "10",
+        }
+        for d, a, b in (("0.1", "0.2", "0.3"), ("0.3", "0.4", "0.5"))
+    ]
+    rows.append(
+        {"name": "em", "nfe_budget": "50", "degree": "1", "cluster": "1", "orbit": "1", "avg": "1", "seconds": "4"}
+    )  # written before evaluate.py reported avg@m: nan, not an error
+    floors = {None: {"degree": 0.01, "cluster": 0.02, "orbit": 0.03, "avg": 0.02}, 4: {"avg": 0.05}}
+    lines = measure.summary_lines(rows, [50], floors, 4, "hdr")
+    assert "| avg@4 |" in lines[2]
+    assert (
+        lines[4]
+        == "| pc | 50 | 2 | 0.200 ± 0.141 | 0.200 ± 0.000 | 0.100 ± 0.000 | 0.300 ± 0.141 | 0.400 ± 0.141 | 10 |"
+    )
+    assert lines[5].startswith("| em | 50 | 1 |") and "nan ± 0.000" in lines[5]
+    assert lines[-1] == "| data floor (test vs train) | – | – | 0.0100 | 0.0200 | 0.0300 | 0.0200 | 0.0500 | – |"

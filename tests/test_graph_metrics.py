@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from momentum_diffusion.data.graphs import generate_community_small
-from momentum_diffusion.metrics.graph_mmd import graph_mmds
+from momentum_diffusion.metrics.graph_mmd import graph_mmds, graph_mmds_by_size
 from momentum_diffusion.metrics.graph_orbits import N_ORBITS, node_orbit_counts
 
 # Templates with their node orbits, written out by hand (ORCA / Pržulj numbering).
@@ -120,3 +120,14 @@ def test_mmd_at_a_smaller_generated_size_is_the_mean_over_all_subsets_of_that_si
             assert at_m[k] >= full[k] - 1e-12
     with pytest.raises(ValueError, match="gen_size must be in 1.."):
         graph_mmds(ref, gen, gen_size=n + 1)
+
+
+def test_mmds_at_several_sizes_from_one_kernel_pass_equal_separate_calls():
+    rng = np.random.default_rng(5)
+    ref = [nx.gnp_random_graph(int(rng.integers(5, 9)), 0.4, seed=int(rng.integers(1 << 30))) for _ in range(4)]
+    gen = [nx.gnp_random_graph(int(rng.integers(4, 10)), 0.5, seed=int(rng.integers(1 << 30))) for _ in range(6)]
+    gen.append(nx.Graph())  # empty: dropped before the sizes apply
+    by_size = graph_mmds_by_size(ref, gen, (None, 2, 5))
+    for size in (None, 2, 5):
+        assert by_size[size] == pytest.approx(graph_mmds(ref, gen, gen_size=size), rel=1e-12)
+    assert by_size[2]["avg"] > by_size[None]["avg"]

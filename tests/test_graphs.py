@@ -209,6 +209,26 @@ def test_network_masking():
     assert diff.abs().gt(1e-7).nonzero().flatten().tolist() in ([], [j])
 
 
+def test_graph_evaluation_reports_the_mmd_expected_at_the_test_split_size(tmp_path):
+    """GDSS's figures use as many generated graphs as test graphs; evaluate() reports that expectation
+    (``<metric>@<m>``) beside the measured MMD², and leaves it out when too few graphs were generated."""
+    from momentum_diffusion.metrics.graph_mmd import graph_mmds
+
+    write_graph_json(generate_community_small(20, seed=1), tmp_path / "community_small.json")
+    dm = GraphDataModule("community_small", root=str(tmp_path), source="json", max_nodes=20, n_features=10)
+    dm.setup()
+    m = len(dm.test_graphs)
+    samples = dm.encode(generate_community_small(12, seed=2))
+    out = dm.evaluate(samples)
+    generated = dm.to_graphs(samples)
+    assert m == 4 and f"avg@{m}" in out
+    expected = graph_mmds(dm.test_graphs, generated, gen_size=m)
+    for k in ("degree", "cluster", "orbit", "avg"):
+        assert out[f"{k}@{m}"] == pytest.approx(expected[k], rel=1e-12)
+        assert out[k] == pytest.approx(graph_mmds(dm.test_graphs, generated)[k], rel=1e-12)
+    assert not any("@" in k for k in dm.evaluate(samples[:m]))
+
+
 def test_node_counts_follow_training_and_samples_are_graphs():
     net, L = _net()
     train = torch.zeros(10, L.dim)

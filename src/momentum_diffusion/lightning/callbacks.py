@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from ..metrics import HEADLINE_METRICS
 from ..samplers import configure
 from ..samplers.budget import nfe_budgets
 from ..tables import write_rows
@@ -122,12 +123,9 @@ class SampleEvaluation(pl.Callback):
         return rows
 
 
-METRIC_KEYS = ("fid", "fd_digits", "sw2", "mode_kl", "mode_tv", "mmd_degree", "mmd_cluster", "mmd_orbit", "nll_bpd")
-
-
 def plot_metric_vs_nfe(rows: list[dict], path: Path, title: str = "") -> Path | None:
-    """One panel per metric (those of METRIC_KEYS the rows hold, else every numeric column): metric vs NFE."""
-    metrics = [k for k in METRIC_KEYS if any(k in r for r in rows)] or [
+    """One panel per metric (those of HEADLINE_METRICS the rows hold, else every numeric column): metric vs NFE."""
+    metrics = [k for k in HEADLINE_METRICS if any(k in r for r in rows)] or [
         k
         for k in dict.fromkeys(k for r in rows for k in r)
         if k not in ("step", "nfe_budget", "nfe_used", "seconds") and all(_is_number(r.get(k)) for r in rows)

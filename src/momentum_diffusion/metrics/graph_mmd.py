@@ -80,22 +80,56 @@ def mmd2_from_kernel(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray, gen_size
     return float(kxx.mean() + self_term - 2 * kxy.mean())
 
 
-def mmd2_histograms(
-    ref: list[np.ndarray], gen: list[np.ndarray], sigma: float, scale: float = 1.0, gen_size: int | None = None
-) -> float:
-    """Gaussian-EMD MMD² between two lists of (unnormalised) histograms (``gen_size``: mmd2_from_kernel)."""
+def histogram_kernels(ref: list[np.ndarray], gen: list[np.ndarray], sigma: float, scale: float = 1.0):
+    """Gaussian-EMD kernel matrices (k(X,X), k(Y,Y), k(X,Y)) of two lists of (unnormalised) histograms."""
     length = max(len(h) for h in [*ref, *gen])
     x, y = _pad(ref, length), _pad(gen, length)
     x /= x.sum(1, keepdims=True).clip(min=1e-300)
     y /= y.sum(1, keepdims=True).clip(min=1e-300)
     k = _gaussian_emd_matrix
-    return mmd2_from_kernel(k(x, x, sigma, scale), k(y, y, sigma, scale), k(x, y, sigma, scale), gen_size)
+    return k(x, x, sigma, scale), k(y, y, sigma, scale), k(x, y, sigma, scale)
 
 
-def mmd2_vectors(ref: np.ndarray, gen: np.ndarray, sigma: float, gen_size: int | None = None) -> float:
-    """Gaussian (L2) MMD² between two sets of vectors (``gen_size``: mmd2_from_kernel)."""
+def vector_kernels(ref: np.ndarray, gen: np.ndarray, sigma: float):
+    """Gaussian (L2) kernel matrices (k(X,X), k(Y,Y), k(X,Y)) of two sets of vectors."""
     k = _gaussian_l2_matrix
-    return mmd2_from_kernel(k(ref, ref, sigma), k(gen, gen, sigma), k(ref, gen, sigma), gen_size)
+    return k(ref, ref, sigma), k(gen, gen, sigma), k(ref, gen, sigma)
+
+
+def _metric_kernels(name: str, ref: list, gen: list):
+    if name == "degree":
+        return histogram_kernels(
+            [degree_descriptor(G) for G in ref], [degree_descriptor(G) for G in gen], SIGMA["degree"]
+        )
+    if name == "cluster":
+        return histogram_kernels(
+            [cluster_descriptor(G) for G in ref],
+            [cluster_descriptor(G) for G in gen],
+            SIGMA["cluster"],
+            scale=CLUSTER_BINS,
+        )
+    return vector_kernels(  # orbit
+        np.stack([orbit_descriptor(G) for G in ref]), np.stack([orbit_descriptor(G) for G in gen]), SIGMA["orbit"]
+    )
+
+
+def graph_mmds_by_size(
+    ref_graphs, gen_graphs, gen_sizes=(None,), metrics=("degree", "cluster", "orbit")
+) -> dict[int | None, dict[str, float]]:
+    """graph_mmds at several ``gen_size`` values (None = as measured) from one set of descriptors and
+    kernel matrices: {gen_size: {degree, cluster, orbit, avg, n_empty}}."""
+    for name in metrics:
+        check_choice("graph metric", name, ("degree", "cluster", "orbit"))
+    ref = [G for G in ref_graphs if G.number_of_nodes() > 0]
+    gen = [G for G in gen_graphs if G.number_of_nodes() > 0]
+    kernels = {name: _metric_kernels(name, ref, gen) for name in metrics} if ref and gen else {}
+    out: dict[int | None, dict[str, float]] = {}
+    for size in gen_sizes:
+        row = {m: mmd2_from_kernel(*kernels[m], gen_size=size) if kernels else float("nan") for m in metrics}
+        row["avg"] = float(np.mean([row[m] for m in metrics]))
+        row["n_empty"] = float(len(gen_graphs) - len(gen))
+        out[size] = row
+    return out
 
 
 def graph_mmds(
@@ -104,39 +138,7 @@ def graph_mmds(
     """{degree, cluster, orbit, avg} MMD² of gen_graphs against ref_graphs (empty graphs dropped; nan if a
     set is empty) and ``n_empty`` = the number of empty generated graphs. ``gen_size``: the expected MMD² with
     that many of the non-empty generated graphs (mmd2_from_kernel), to compare with figures from fewer."""
-    for name in metrics:
-        check_choice("graph metric", name, ("degree", "cluster", "orbit"))
-    ref = [G for G in ref_graphs if G.number_of_nodes() > 0]
-    gen = [G for G in gen_graphs if G.number_of_nodes() > 0]
-    out: dict[str, float] = {}
-    for name in metrics:
-        if not ref or not gen:
-            out[name] = float("nan")
-        elif name == "degree":
-            out[name] = mmd2_histograms(
-                [degree_descriptor(G) for G in ref],
-                [degree_descriptor(G) for G in gen],
-                SIGMA["degree"],
-                gen_size=gen_size,
-            )
-        elif name == "cluster":
-            out[name] = mmd2_histograms(
-                [cluster_descriptor(G) for G in ref],
-                [cluster_descriptor(G) for G in gen],
-                SIGMA["cluster"],
-                scale=CLUSTER_BINS,
-                gen_size=gen_size,
-            )
-        else:  # orbit
-            out[name] = mmd2_vectors(
-                np.stack([orbit_descriptor(G) for G in ref]),
-                np.stack([orbit_descriptor(G) for G in gen]),
-                SIGMA["orbit"],
-                gen_size=gen_size,
-            )
-    out["avg"] = float(np.mean([out[m] for m in metrics]))
-    out["n_empty"] = float(len(gen_graphs) - len(gen))
-    return out
+    return graph_mmds_by_size(ref_graphs, gen_graphs, (gen_size,), metrics)[gen_size]
 
 
 def uniqueness_novelty(gen_graphs, train_graphs) -> dict[str, float]:
