@@ -6,8 +6,8 @@
 
 Each --sampler is NAME=SAMPLER [override …] (evaluate.py arguments); --jobs N runs N evaluations at once, one
 thread each. Writes OUT_DIR/<name>_seed<s>/metrics.csv (evaluate.py's rows) and OUT_DIR/summary.md: mean ± std
-over seeds of the degree / cluster / orbit MMD² and their mean, the wall time per row, and the test-vs-train floor
-of the data (same kernels).
+over seeds of the degree / cluster / orbit MMD², their mean and `avg@m` (expected with m = |test| generated graphs,
+GDSS's size), the wall time per row, and the test-vs-train floor of the data (same kernels, also at m).
 
 --weights raw samples the trained weights instead of the EMA copy (GDSS's ``use_ema: false`` for community_small
 and ego_small): it writes OUT_DIR/raw_weights.ckpt, the checkpoint with its EMA weights replaced by the trained
