@@ -24,9 +24,9 @@ readout), and the flat layout only stores the upper triangle of a symmetric matr
 Time: by default (``time_conditioning=False``) the GNN takes no t, as GDSS's networks; only the linear skip above
 sees t (the Gaussian part of ε̂). Measured (docs/graphs.md, "Sixth session"): on ego_small the t-free GNN halves
 VP's MMDs (EM at 50 NFE, avg 0.015 vs 0.028) and improves CLD's (0.053 vs 0.061) and HOLD's (0.090 vs 0.094),
-although its training loss is higher; on community_small it is level at GDSS's 2000 NFE and behind at 50 (0.129 vs 0.108). ``True`` appends t
-features to the node inputs. X and A are one network with one optimiser (GDSS trains two;
-``optim.clip_subnetworks`` clips them separately).
+although its training loss is higher; on community_small it is level at GDSS's 2000 NFE and behind at 50 (0.129
+vs 0.108). ``True`` appends t features to the node inputs. X and A are one network with one optimiser (GDSS trains
+two; ``optim.clip_subnetworks`` clips them separately).
 """
 
 from __future__ import annotations
