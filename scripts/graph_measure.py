@@ -90,10 +90,10 @@ def run_evaluations(args, ckpt: str, out: Path, run=subprocess.run) -> list[dict
     return rows
 
 
-def summary_lines(rows: list[dict], nfes: list[int], floors: dict, m: int, header: str) -> list[str]:
+def summary_lines(rows: list[dict], nfes: list[int], floor: dict, m: int, header: str) -> list[str]:
     """Markdown table: mean ± std over seeds per sampler × NFE of the three MMD², their average and ``avg@m``
     (evaluate.py's expected average with m = |test| generated graphs, GDSS's size), then the data's floor
-    (``floors``: graph_mmds_by_size of test vs train at None and m)."""
+    (``floor``: graph_mmds_with_test_size of test vs train, the same keys as the rows)."""
     keys = ("degree", "cluster", "orbit", "avg", f"avg@{m}")
     lines = [
         f"{header}; mean ± std over seeds; avg@{m}: the average expected with {m} generated graphs",
@@ -110,8 +110,8 @@ def summary_lines(rows: list[dict], nfes: list[int], floors: dict, m: int, heade
                 cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}")
             secs = np.mean([float(r["seconds"]) for r in sel])
             lines.append(f"| {name} | {nfe} | {len(sel)} | " + " | ".join(cells) + f" | {secs:.0f} |")
-    floor = [floors[None][k] for k in keys[:4]] + [floors.get(m, {}).get("avg", float("nan"))]
-    lines.append("| data floor (test vs train) | – | – | " + " | ".join(f"{v:.4f}" for v in floor) + " | – |")
+    cells = " | ".join(f"{floor.get(k, float('nan')):.4f}" for k in keys)
+    lines.append(f"| data floor (test vs train) | – | – | {cells} | – |")
     return lines
 
 
@@ -135,16 +135,16 @@ def main() -> None:
     from hydra.utils import instantiate
 
     from momentum_diffusion.lightning.checkpointing import load_checkpoint
-    from momentum_diffusion.metrics.graph_mmd import graph_mmds_by_size
+    from momentum_diffusion.metrics.graph_mmd import graph_mmds_with_test_size
 
     data = instantiate(load_checkpoint(args.ckpt)["hyper_parameters"]["config"]["data"])
     data.setup("fit")
     train, test = data.train_graphs, data.test_graphs
-    floors = graph_mmds_by_size(test, train, (None, len(test)) if len(test) < len(train) else (None,))
+    floor = graph_mmds_with_test_size(test, train)
     header = (
         f"checkpoint `{args.ckpt}` ({args.weights} weights), {args.n} generated graphs vs the {len(test)} test graphs"
     )
-    lines = summary_lines(rows, args.nfe, floors, len(test), f"{header}, seeds {args.seeds}")
+    lines = summary_lines(rows, args.nfe, floor, len(test), f"{header}, seeds {args.seeds}")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

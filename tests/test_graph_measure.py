@@ -90,8 +90,8 @@ def test_summary_averages_seeds_and_reports_the_test_size_figure():
     rows.append(
         {"name": "em", "nfe_budget": "50", "degree": "1", "cluster": "1", "orbit": "1", "avg": "1", "seconds": "4"}
     )  # written before evaluate.py reported avg@m: nan, not an error
-    floors = {None: {"degree": 0.01, "cluster": 0.02, "orbit": 0.03, "avg": 0.02}, 4: {"avg": 0.05}}
-    lines = measure.summary_lines(rows, [50], floors, 4, "hdr")
+    floor = {"degree": 0.01, "cluster": 0.02, "orbit": 0.03, "avg": 0.02, "avg@4": 0.05, "n_empty": 0.0}
+    lines = measure.summary_lines(rows, [50], floor, 4, "hdr")
     assert "| avg@4 |" in lines[2]
     assert (
         lines[4]
