@@ -99,3 +99,37 @@ def test_summary_averages_seeds_and_reports_the_test_size_figure():
     )
     assert lines[5].startswith("| em | 50 | 1 |") and "nan ± 0.000" in lines[5]
     assert lines[-1] == "| data floor (test vs train) | – | – | 0.0100 | 0.0200 | 0.0300 | 0.0200 | 0.0500 | – |"
+
+
+def test_samples_scored_against_a_named_data_set_equal_the_metric_functions(tmp_path, capsys):
+    """graph_mmd_at_size.py --data: the rows are graph_mmds_by_size of the npz's graphs against the list's first
+    20 % (the published split), at the measured size and at |test|; two files add a mean ± std row."""
+    import networkx as nx
+    import numpy as np
+
+    from momentum_diffusion.data.graphs import arrays_to_graphs, write_graph_json
+    from momentum_diffusion.metrics.graph_mmd import graph_mmds_by_size
+
+    spec = importlib.util.spec_from_file_location("graph_mmd_at_size", REPO / "scripts" / "graph_mmd_at_size.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data = [nx.star_graph(k) for k in range(3, 8)] + [nx.cycle_graph(k) for k in range(4, 9)]  # 10 → test: first 2
+    write_graph_json(data, tmp_path / "ego_small.json")
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(2):
+        upper = np.triu(rng.random((6, 8, 8)) < 0.4, 1)
+        np.savez(tmp_path / f"s{i}.npz", adjacency=(upper | upper.transpose(0, 2, 1)).astype(np.uint8))
+        files.append(str(tmp_path / f"s{i}.npz"))
+    script.main([*files, "--data", "ego_small", "--root", str(tmp_path)])
+    out = capsys.readouterr().out
+    gen = arrays_to_graphs(np.load(files[0])["adjacency"])
+    expected = graph_mmds_by_size(data[:2], gen, (None, 2))
+    row = next(line for line in out.splitlines() if line.startswith(f"| {files[0]} "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == f"6 ({int(expected[None]['n_empty'])})"
+    assert [float(c) for c in cells[2:6]] == pytest.approx([expected[None][k] for k in script.KEYS], abs=1e-4)
+    assert [float(c) for c in cells[6:10]] == pytest.approx([expected[2][k] for k in script.KEYS], abs=1e-4)
+    assert "mean ± std (2)" in out
+    with pytest.raises(SystemExit):
+        script.main(files)  # neither --ckpt nor --data
