@@ -61,9 +61,8 @@ def table(rows: list[dict], size: int) -> str:
         lines.append(f"| {r['file']} | {r['n']} ({r['n_empty']}) | " + " | ".join(f"{r[c]:.4f}" for c in cols) + " |")
     if len(rows) > 1:
         stats = [np.array([r[c] for r in rows]) for c in cols]
-        lines.append(
-            f"| mean ± std ({len(rows)}) | | " + " | ".join(f"{s.mean():.4f} ± {s.std(ddof=1):.4f}" for s in stats) + " |"
-        )
+        cells = " | ".join(f"{s.mean():.4f} ± {s.std(ddof=1):.4f}" for s in stats)
+        lines.append(f"| mean ± std ({len(rows)}) | | {cells} |")
     return "\n".join(lines)
 
 
