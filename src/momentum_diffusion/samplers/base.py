@@ -19,6 +19,7 @@ import torch
 from ..choices import check_choice
 from ..processes.core import Process
 from ..processes.noise_factor import NoiseFactor, data_posterior_mean, gddim_factor
+from . import calibrated_grids
 
 ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -127,7 +128,7 @@ def has_stationary_law(process: Process) -> bool:
     return process.sde.stationary_cov is not None
 
 
-GRIDS = ("uniform", "quadratic", "edm", "logsnr", "logsnr_band")
+GRIDS = ("uniform", "quadratic", "edm", "logsnr", "logsnr_band", "calibrated")
 # EDM's noise range σ̃ ∈ [0.002, 80] (Karras et al. 2022, §5) as a logSNR band: outside it the posterior mean of
 # unit-scale data is (nearly) constant in the step, which x̂_0-steps integrate exactly
 LOGSNR_BAND = (-2 * math.log(80.0), -2 * math.log(0.002))
@@ -142,6 +143,7 @@ def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float 
     edm: EDM's ρ-polynomial (Karras et al. 2022, eq. 5) in the equivalent VE noise level σ̃ = σ_t / φ_t = e^{−λ/2}.
     logsnr_band: equal steps in λ inside ``LOGSNR_BAND``, and one step from t_max into it / from it to t_min
     where the process's path extends beyond it.
+    calibrated: the process's grid optimised once on the calibration mixture (calibrated_grids.py).
     """
     t0, t1 = process.t_min, process.t_max
     u = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
@@ -153,6 +155,13 @@ def time_grid(process: Process, n_steps: int, kind: str = "uniform", rho: float 
         if process.t_min <= 0:
             raise SamplerConfigError(f"time grid '{kind}' needs t_min > 0")
         return _grid_in_log_snr(process, u, kind, rho)
+    if kind == "calibrated":
+        if process.name not in calibrated_grids.KNOTS:
+            raise SamplerConfigError(
+                f"time grid 'calibrated' has no grid for diffusion '{process.name}' "
+                f"(calibrated: {', '.join(calibrated_grids.KNOTS)}; scripts/calibrate_grid.py makes one)"
+            )
+        return calibrated_grids.calibrated_grid(t0, t1, n_steps, calibrated_grids.KNOTS[process.name])
     check_choice("sampler.grid", kind, GRIDS, SamplerConfigError)  # raises: kind is none of them
 
 
