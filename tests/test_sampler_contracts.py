@@ -236,3 +236,37 @@ def test_a_retired_option_at_its_old_default_is_dropped_for_old_checkpoints():
         for kw in ({}, {"symmetric": False})
     ]
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("fn", [predictor_corrector, adaptive_momentum], ids=["pc", "ams"])
+@pytest.mark.parametrize("process_name", ["vp", "cld"])
+def test_noise_scale_multiplies_exactly_the_correctors_noise(fn, process_name):
+    """GDSS's scale_eps: after the first corrector step z = z0 + ε g + s·sqrt(2ε) ξ with ε and ξ independent of s,
+    so the state the predictor's score sees is linear in s (and s = 1 is the plain corrector)."""
+    process = PROCESSES[process_name]()
+    exact = score_fn(process, 0.5, 0.3)
+
+    def second_state(scale):
+        seen = []
+
+        def recording(z, t):
+            seen.append(z.clone())
+            return exact(z, t)
+
+        z0 = process.sample_prior((64, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        options = {} if scale is None else {"noise_scale": scale}
+        fn(process, recording, z0, nfe=3, snr=0.2, denoise=False, generator=torch.Generator().manual_seed(1), **options)
+        return seen[1]
+
+    free, one, tempered = second_state(0.0), second_state(1.0), second_state(0.7)
+    assert torch.equal(one, second_state(None))
+    assert not torch.allclose(one, free)
+    assert torch.allclose(tempered - free, 0.7 * (one - free), atol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [predictor_corrector, adaptive_momentum], ids=["pc", "ams"])
+@pytest.mark.parametrize("bad", [-0.1, "0.7", True, float("nan")])
+def test_noise_scale_must_be_a_non_negative_number(fn, bad):
+    process = vp()
+    with pytest.raises(SamplerConfigError, match="sampler.noise_scale must be a number >= 0"):
+        fn(process, score_fn(process, 0.5, 0.3), process.sample_prior((4, 2)), nfe=5, noise_scale=bad)

@@ -46,7 +46,7 @@ import torch
 
 from ..choices import check_choice
 from .base import FixedStepRun, SamplerConfigError, noise_like, sampler
-from .pc import PredictorPlan, langevin_step_size, norm, resolve_predictor
+from .pc import PredictorPlan, check_noise_scale, langevin_step_size, norm, resolve_predictor
 
 BETA_CLIP = 1e-4  # β ≤ 1 − BETA_CLIP (the reference code's eps); not a tunable option
 RULES = ("graph", "image")  # ε from the updated (graph code) or the previous (image code) momentum
@@ -112,6 +112,7 @@ def adaptive_momentum_langevin(
     parts=None,
     plain_parts=(),
     rule: str = "graph",
+    noise_scale: float = 1.0,
 ) -> tuple[torch.Tensor, MomentumState | list[MomentumState]]:
     """``n_steps`` adaptive-momentum Langevin steps on the noised block z[:, -1] at fixed time t (in place).
 
@@ -126,7 +127,7 @@ def adaptive_momentum_langevin(
     per group. ``plain_parts``: indices of groups held at β = 0 (plain Langevin: the AMS graph code's
     adjacency, whose momentum buffer is never written). ``rule``: ``graph`` takes ε from the updated momentum
     (the AMS graph code; β = 0 is PC exactly), ``image`` from the previous one (the AMS image code).
-    Returns (z, state).
+    ``noise_scale``: a factor on the Langevin noise (GDSS's / AMS's ``scale_eps``, as ``pc``). Returns (z, state).
     """
     groups = coordinate_groups(z, parts)
     single = parts is None
@@ -158,9 +159,9 @@ def adaptive_momentum_langevin(
             delta = eps_tilde * m
             scale = eps if langevin_noise == "reference" else eps_tilde
             if single:
-                z[:, -1] += delta + (2 * scale) ** 0.5 * xij  # same expression (and rounding) as pc.py when β = 0
+                z[:, -1] += delta + (2 * scale) ** 0.5 * xij * noise_scale  # as pc.py (same rounding) when β = 0
             else:
-                zf[:, sl] += delta + (2 * scale) ** 0.5 * xij
+                zf[:, sl] += delta + (2 * scale) ** 0.5 * xij * noise_scale
             st.m, st.g_prev, st.eps_tilde = m, gj, eps_tilde
             st.delta_norm = norm(delta, per_sample_norm)
             if trace is not None:
@@ -201,6 +202,7 @@ def adaptive_momentum(
     parts="auto",
     adjacency_momentum: bool = True,
     rule: str = "graph",
+    noise_scale: float = 1.0,
 ):
     """PC sampling with the AMS corrector: per step ``n_corrector`` momentum-Langevin steps at t, then one
     predictor step (NFE = steps·(1 + n_corrector), plus 1 for the final denoising, as ``pc``).
@@ -216,10 +218,12 @@ def adaptive_momentum(
     ``score_fn.coordinate_parts`` when the model declares it (graphs: X | A | mask), else one group.
     adjacency_momentum: false holds group 1 (the adjacency of the graph layout) at β = 0, as the AMS
     authors' graph code does (its A momentum buffer is never updated); rule: graph | image (see above).
+    noise_scale: a factor on the corrector's noise (the authors' ``scale_eps``, 0.6 on community_small; ``pc``).
     The momentum state starts afresh in every call; ``prior_z`` is not modified.
     """
     _check_options(snr, fixed_beta, n_corrector, langevin_noise)
     check_choice("sampler.rule", rule, RULES, SamplerConfigError)
+    noise_scale = check_noise_scale(noise_scale)
     if parts == "auto":
         parts = getattr(score_fn, "coordinate_parts", None)
     if not adjacency_momentum and (parts is None or len(parts) < 2):
@@ -251,6 +255,7 @@ def adaptive_momentum(
             parts=parts,
             plain_parts=plain_parts,
             rule=rule,
+            noise_scale=noise_scale,
         )
         z = plan.step(i, z, score(z, t), generator)
     return run.finish(z)
