@@ -45,10 +45,12 @@ def score_files(paths, train, test, size: int) -> list[dict]:
     for path in paths:
         arrays = np.load(path)
         gen = arrays_to_graphs(arrays["adjacency"], arrays["node_mask"] if "node_mask" in arrays else None)
-        by_size = graph_mmds_by_size(test, gen, (None, size))
+        non_empty = sum(G.number_of_nodes() > 0 for G in gen)
+        by_size = graph_mmds_by_size(test, gen, (None, size) if size <= non_empty else (None,))
+        at_size = by_size.get(size, dict.fromkeys(KEYS, float("nan")))  # fewer non-empty graphs than the size
         row = {"file": str(path), "n": len(gen), "n_empty": int(by_size[None]["n_empty"])}
         row.update({k: by_size[None][k] for k in KEYS})
-        row.update({f"{k}@{size}": by_size[size][k] for k in KEYS})
+        row.update({f"{k}@{size}": at_size[k] for k in KEYS})
         row.update(uniqueness_novelty(gen, train))
         rows.append(row)
     return rows
@@ -61,7 +63,7 @@ def table(rows: list[dict], size: int) -> str:
         lines.append(f"| {r['file']} | {r['n']} ({r['n_empty']}) | " + " | ".join(f"{r[c]:.4f}" for c in cols) + " |")
     if len(rows) > 1:
         stats = [np.array([r[c] for r in rows]) for c in cols]
-        cells = " | ".join(f"{s.mean():.4f} ± {s.std(ddof=1):.4f}" for s in stats)
+        cells = " | ".join(f"{np.nanmean(s):.4f} ± {np.nanstd(s, ddof=1):.4f}" for s in stats)
         lines.append(f"| mean ± std ({len(rows)}) | | {cells} |")
     return "\n".join(lines)
 
