@@ -133,3 +133,21 @@ def test_samples_scored_against_a_named_data_set_equal_the_metric_functions(tmp_
     assert "mean ± std (2)" in out
     with pytest.raises(SystemExit):
         script.main(files)  # neither --ckpt nor --data
+
+
+def test_a_samples_file_with_fewer_non_empty_graphs_than_the_size_reports_nan_at_size(tmp_path, capsys):
+    import networkx as nx
+    import numpy as np
+
+    from momentum_diffusion.data.graphs import write_graph_json
+
+    spec = importlib.util.spec_from_file_location("graph_mmd_at_size", REPO / "scripts" / "graph_mmd_at_size.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    write_graph_json([nx.star_graph(k) for k in range(3, 13)], tmp_path / "ego_small.json")  # test split: 2 graphs
+    adjacency = np.zeros((3, 5, 5), dtype=np.uint8)
+    adjacency[0, 0, 1:] = adjacency[0, 1:, 0] = 1  # one star, two empty graphs
+    np.savez(tmp_path / "s.npz", adjacency=adjacency)
+    script.main([str(tmp_path / "s.npz"), "--data", "ego_small", "--root", str(tmp_path)])
+    cells = [c.strip() for c in capsys.readouterr().out.splitlines()[-1].strip("|").split("|")]
+    assert cells[1] == "3 (2)" and all(c == "nan" for c in cells[6:10]) and float(cells[5]) >= 0
