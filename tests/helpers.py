@@ -4,6 +4,7 @@ subprocess gets, one runner for those subprocesses, and in-process Hydra composi
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,6 +21,15 @@ TINY_TRAIN = [
     "callbacks.sample_evaluation.n_samples=32",
     "callbacks.checkpoint.every_n_train_steps=6",
 ]
+
+
+def load_script(name: str):
+    """scripts/<name>.py imported as a module (registered in sys.modules, which dataclasses in a script need)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_csv(path: Path) -> list[dict]:

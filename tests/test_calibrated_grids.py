@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import load_script
 from momentum_diffusion.processes import cld, hold, vp
 from momentum_diffusion.samplers import calibrated_grids
 from momentum_diffusion.samplers.base import SamplerConfigError, time_grid
@@ -41,9 +39,7 @@ def test_knots_must_decrease_from_one_to_zero(knots):
 
 
 def test_coordinate_search_finds_the_minimum_of_a_separable_bowl_and_keeps_knots_ordered():
-    spec = importlib.util.spec_from_file_location("calibrate_grid", REPO / "scripts" / "calibrate_grid.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("calibrate_grid")
     goal = np.array([1.0, 0.9, 0.5, 0.2, 0.0])
     seen = []
 

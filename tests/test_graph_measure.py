@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import REPO, compose_config
-
-
-def load_measure_script():
-    spec = importlib.util.spec_from_file_location("graph_measure", REPO / "scripts" / "graph_measure.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import compose_config, load_script
 
 
 def test_raw_weights_checkpoint_puts_trained_weights_in_the_ema_slots(tmp_path):
@@ -25,7 +17,7 @@ def test_raw_weights_checkpoint_puts_trained_weights_in_the_ema_slots(tmp_path):
         "global_step": 7,
     }
     torch.save(ckpt, tmp_path / "a.ckpt")
-    out = load_measure_script().with_trained_weights_as_ema(tmp_path / "a.ckpt", tmp_path / "raw.ckpt")
+    out = load_script("graph_measure").with_trained_weights_as_ema(tmp_path / "a.ckpt", tmp_path / "raw.ckpt")
     state = torch.load(out, weights_only=False)
     assert torch.equal(state["state_dict"]["ema.w"], trained)
     assert torch.equal(state["state_dict"]["ema.hist"], buffer)
@@ -51,7 +43,7 @@ def test_parallel_evaluations_run_each_unfinished_command_once_and_keep_the_orde
     import time
     from types import SimpleNamespace
 
-    measure = load_measure_script()
+    measure = load_script("graph_measure")
     args = SimpleNamespace(nfe=[50], n=8, batch=8, seeds=[0, 1], sampler=["pc=pc sampler.snr=0.05", "em=em"], jobs=2)
     (tmp_path / "em_seed0").mkdir()
     (tmp_path / "em_seed0" / "metrics.csv").write_text("nfe_budget,avg\n50,0.5\n")  # finished earlier
@@ -73,7 +65,7 @@ def test_parallel_evaluations_run_each_unfinished_command_once_and_keep_the_orde
 
 
 def test_summary_averages_seeds_and_reports_the_test_size_figure():
-    measure = load_measure_script()
+    measure = load_script("graph_measure")
     rows = [
         {
             "name": "pc",
@@ -110,9 +102,7 @@ def test_samples_scored_against_a_named_data_set_equal_the_metric_functions(tmp_
     from momentum_diffusion.data.graphs import arrays_to_graphs, write_graph_json
     from momentum_diffusion.metrics.graph_mmd import graph_mmds_by_size
 
-    spec = importlib.util.spec_from_file_location("graph_mmd_at_size", REPO / "scripts" / "graph_mmd_at_size.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("graph_mmd_at_size")
     data = [nx.star_graph(k) for k in range(3, 8)] + [nx.cycle_graph(k) for k in range(4, 9)]  # 10 → test: first 2
     write_graph_json(data, tmp_path / "ego_small.json")
     rng = np.random.default_rng(0)
@@ -141,9 +131,7 @@ def test_a_samples_file_with_fewer_non_empty_graphs_than_the_size_reports_nan_at
 
     from momentum_diffusion.data.graphs import write_graph_json
 
-    spec = importlib.util.spec_from_file_location("graph_mmd_at_size", REPO / "scripts" / "graph_mmd_at_size.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("graph_mmd_at_size")
     write_graph_json([nx.star_graph(k) for k in range(3, 13)], tmp_path / "ego_small.json")  # test split: 2 graphs
     adjacency = np.zeros((3, 5, 5), dtype=np.uint8)
     adjacency[0, 0, 1:] = adjacency[0, 1:, 0] = 1  # one star, two empty graphs

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from helpers import load_script
+
 pytest.importorskip("wandb_workspaces")
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "wandb_dashboard.py"
 
 
 def test_dashboard_spec_has_a_panel_per_metric_and_budget_and_the_media(capsys):
-    spec = importlib.util.spec_from_file_location("wandb_dashboard", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("wandb_dashboard")
     code = module.main(
         ["--entity", "me", "--project", "p", "--metrics", "fid", "sw2", "--nfe", "20", "50", "--dry-run"]
     )
