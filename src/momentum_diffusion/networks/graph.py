@@ -17,7 +17,8 @@ is X (N×F), the strict upper triangle of A and the node mask m. The network
    form of E[ε | z] for point-mass data (padded entries are 0, m is known), so those coordinates are pulled
    to their data values and never feed back into the graph part. On the graph coordinates a second linear
    map of the same form plus a per-block offset (X, A) is a skip connection added to the GNN output: the
-   Gaussian part of the score, with the data mean; the GNN learns the residual.
+   Gaussian part of the score, with the data mean; the GNN learns the residual (``linear_skip=false``: no
+   skip, ε̂ = GNN output as in GDSS, whose networks then see no t at all).
 
 Permutation equivariance: every layer is node-permutation equivariant (GCN, attention, edge-wise MLPs,
 readout), and the flat layout only stores the upper triangle of a symmetric matrix.
@@ -143,6 +144,7 @@ class GraphScoreNetwork(nn.Module):
         a_hidden: int = 32,
         time_conditioning: bool = False,
         time_dim: int = 16,
+        linear_skip: bool = True,
     ):
         super().__init__()
         self.layout = GraphLayout(max_nodes, n_features)
@@ -152,7 +154,10 @@ class GraphScoreNetwork(nn.Module):
         self.k, self.out_blocks = in_dim // D, out_dim // D
         if not isinstance(time_conditioning, bool):
             raise ValueError(f"model.time_conditioning must be true or false, got {time_conditioning!r}")
+        if not isinstance(linear_skip, bool):
+            raise ValueError(f"model.linear_skip must be true or false, got {linear_skip!r}")
         self.c_init, self.time_conditioning, self.time_dim = c_init, time_conditioning, time_dim
+        self.linear_skip = linear_skip
         k, F_, O = self.k, n_features, self.out_blocks
         node_in = k * F_ + (time_dim if time_conditioning else 0)
         # X-network (GDSS ScoreNetworkX, GCN version)
@@ -276,6 +281,7 @@ class GraphScoreNetwork(nn.Module):
         pad_eps = torch.einsum("boi,bid->bod", coef[..., :k], zz) + coef[..., k:] * m_true[:, None]
         part = torch.zeros(2, L.dim, device=z.device, dtype=z.dtype)  # indicator of the X and the A coordinates
         part[0, L.x_slice], part[1, L.a_slice] = 1, 1
-        graph_eps = graph_eps + torch.einsum("boi,bid->bod", skip[..., :k], zz) + skip[..., k:] @ part
+        if self.linear_skip:
+            graph_eps = graph_eps + torch.einsum("boi,bid->bod", skip[..., :k], zz) + skip[..., k:] @ part
         valid = L.valid(m)[:, None]
         return (valid * graph_eps + (1 - valid) * pad_eps).reshape(B, -1)
