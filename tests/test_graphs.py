@@ -189,6 +189,27 @@ def test_the_default_gnn_takes_no_t(k):
         GraphScoreNetwork(L.dim, L.dim, 7, 4, time_conditioning="auto")
 
 
+def test_without_the_linear_skip_the_graph_coordinates_see_no_t():
+    """linear_skip=false (GDSS's network): a trained, t-dependent skip head changes nothing on the graph
+    coordinates; with the skip it does. Padded coordinates keep their t-dependent pull either way."""
+    L = GraphLayout(7, 4)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0]]).float()
+    z = torch.randn(1, L.dim, generator=torch.Generator().manual_seed(0))
+    valid = L.valid(mask).bool()[0]
+    change = {}
+    for skip in (True, False):
+        torch.manual_seed(0)
+        net = GraphScoreNetwork(L.dim, L.dim, 7, 4, **TINY, linear_skip=skip)
+        torch.nn.init.normal_(net.pad_head[-1].weight)  # as after training: coefficients that vary with t
+        net.set_node_mask(mask)
+        diff = (net(z, torch.tensor([0.2])) - net(z, torch.tensor([0.9])))[0].abs()
+        change[skip] = (diff[valid].max().item(), diff[~valid].max().item())
+    assert change[False][0] == 0.0 and change[True][0] > 1e-3
+    assert change[False][1] > 1e-3
+    with pytest.raises(ValueError, match="model.linear_skip must be true or false"):
+        GraphScoreNetwork(L.dim, L.dim, 7, 4, linear_skip="no")
+
+
 def test_network_masking():
     net, L = _net(k=2)
     mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0]]).float()
