@@ -92,10 +92,8 @@ def import_gdss(path, data_root: str | None, out, weights: str = "gdss", nfe: in
     use_ema = settings["use_ema"] if weights == "gdss" else weights == "ema"
     module.net.load_state_dict(trained)
     module.ema.load_state_dict(averaged if use_ema else trained)
-    m = datamodule.layout.mask(datamodule.train_vectors)
-    hist = torch.bincount(m.sum(1).round().long(), minlength=datamodule.layout.n + 1).double()
-    for net in (module.net, module.ema):
-        net.node_count_hist.copy_(hist)
+    for net in (module.net, module.ema):  # node counts recorded as in training (GDSS: init_flags from the train split)
+        net.train().condition_on_data(datamodule.train_vectors)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     source = {"path": str(path), "sampled_weights": "ema" if use_ema else "trained"}

@@ -145,8 +145,7 @@ def graph_score_state_from_gdss(x_state: dict, adj_state: dict, net: GraphScoreN
     (``gdss_settings(...)["model"]``) for one block in and one out (VP)."""
     if net.k != 1 or net.out_blocks != 1 or net.time_conditioning:
         raise GdssCheckpointError("GDSS's weights fit a t-free GraphScoreNetwork for one block (VP) only")
-    own = net.state_dict()
-    new = {k: v.clone() for k, v in own.items()}
+    new = {k: v.clone() for k, v in net.state_dict().items()}
     pairs: list[tuple[str, str]] = []  # (ours, GDSS's) for tensors copied as they are
     for i in range(len(net.x_convs)):
         pairs += [(f"x_convs.{i}.weight", f"x.layers.{i}.weight"), (f"x_convs.{i}.bias", f"x.layers.{i}.bias")]
