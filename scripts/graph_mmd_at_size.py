@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from momentum_diffusion.data.graphs import arrays_to_graphs, load_graphs, split_graphs  # noqa: E402
-from momentum_diffusion.metrics.graph_mmd import graph_mmds_by_size, uniqueness_novelty  # noqa: E402
+from momentum_diffusion.metrics.graph_mmd import graph_mmds_at_size, uniqueness_novelty  # noqa: E402
 
 KEYS = ("degree", "cluster", "orbit", "avg")
 
@@ -45,12 +45,10 @@ def score_files(paths, train, test, size: int) -> list[dict]:
     for path in paths:
         arrays = np.load(path)
         gen = arrays_to_graphs(arrays["adjacency"], arrays["node_mask"] if "node_mask" in arrays else None)
-        non_empty = sum(G.number_of_nodes() > 0 for G in gen)
-        by_size = graph_mmds_by_size(test, gen, (None, size) if size <= non_empty else (None,))
-        at_size = by_size.get(size, dict.fromkeys(KEYS, float("nan")))  # fewer non-empty graphs than the size
-        row = {"file": str(path), "n": len(gen), "n_empty": int(by_size[None]["n_empty"])}
-        row.update({k: by_size[None][k] for k in KEYS})
-        row.update({f"{k}@{size}": at_size[k] for k in KEYS})
+        mmds = graph_mmds_at_size(test, gen, size)  # no `@size` keys: fewer non-empty graphs than the size
+        row = {"file": str(path), "n": len(gen), "n_empty": int(mmds["n_empty"])}
+        row.update({k: mmds[k] for k in KEYS})
+        row.update({f"{k}@{size}": mmds.get(f"{k}@{size}", float("nan")) for k in KEYS})
         row.update(uniqueness_novelty(gen, train))
         rows.append(row)
     return rows

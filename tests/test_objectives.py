@@ -222,6 +222,23 @@ def test_matching_orders_accepted(case):
 def test_unknown_weighting_raises():
     with pytest.raises(ObjectiveConfigError, match="weighting"):
         DSM(weighting="nope")
+    with pytest.raises(ObjectiveConfigError, match="reduction"):
+        DSM(reduction="median")
+
+
+@pytest.mark.parametrize("case", ["vp-dsm", "cld-hsm"])
+def test_sum_reduction_is_the_mean_times_the_data_dimension(case):
+    """reduction=sum (score_sde's reduce_mean=False, GDSS's loss) scales each example's loss by d; the same
+    draws (generator) must give exactly d × the mean loss, so only the loss scale changes, not its minimiser."""
+    make, Objective = CASES[case]
+    process = make()
+    model = ScoreModel(LinearEps(process.order, w=[0.3] * process.order), process)
+    x0, t, d = _data(4, 7, seed=2), torch.tensor([0.05, 0.3, 0.7, 1.0], dtype=F64), 7
+    losses = {
+        r: Objective(reduction=r).loss(model, process, x0, t=t, generator=torch.Generator().manual_seed(3))
+        for r in ("mean", "sum")
+    }
+    assert torch.allclose(losses["sum"], d * losses["mean"], rtol=1e-12)
 
 
 class TinyMLP(nn.Module):

@@ -166,7 +166,7 @@ def check_weight_shapes(state_dict: dict, module, path) -> None:
 
 # ---- identity of the weights ------------------------------------------------------------------------------
 # Config keys that change how the network is trained or run, not what its weights mean.
-TRAINING_ONLY_KEYS = {"objective.weighting", "model.dropout", "model.compile"}
+TRAINING_ONLY_KEYS = {"objective.weighting", "objective.reduction", "model.dropout", "model.compile"}
 IDENTITY_GROUPS = ("diffusion", "objective", "model")
 IDENTITY_DEFAULTS = {"kt": "cholesky", "objective.kt": "cholesky"}  # what checkpoints before a key existed used
 

@@ -141,16 +141,20 @@ def graph_mmds(
     return graph_mmds_by_size(ref_graphs, gen_graphs, (gen_size,), metrics)[gen_size]
 
 
-def graph_mmds_with_test_size(ref_graphs, gen_graphs) -> dict[str, float]:
-    """graph_mmds plus ``<metric>@<m>``: the MMD² expected with m = len(ref_graphs) generated graphs, the size of
-    GDSS's published figures (as many generated as test graphs); present when more than m are non-empty."""
-    m = len(ref_graphs)
+def graph_mmds_at_size(ref_graphs, gen_graphs, size: int) -> dict[str, float]:
+    """graph_mmds plus ``<metric>@<size>``: the MMD² expected with ``size`` of the generated graphs (to compare
+    with figures from fewer); present when at least ``size`` generated graphs are non-empty."""
     n_gen = sum(G.number_of_nodes() > 0 for G in gen_graphs)
-    by_size = graph_mmds_by_size(ref_graphs, gen_graphs, (None, m) if m < n_gen else (None,))
+    by_size = graph_mmds_by_size(ref_graphs, gen_graphs, (None, size) if size <= n_gen else (None,))
     out = dict(by_size[None])
-    if m in by_size:
-        out.update({f"{k}@{m}": v for k, v in by_size[m].items() if k != "n_empty"})
+    if size in by_size:
+        out.update({f"{k}@{size}": v for k, v in by_size[size].items() if k != "n_empty"})
     return out
+
+
+def graph_mmds_with_test_size(ref_graphs, gen_graphs) -> dict[str, float]:
+    """graph_mmds_at_size with as many generated as test graphs: the size of GDSS's published figures."""
+    return graph_mmds_at_size(ref_graphs, gen_graphs, len(ref_graphs))
 
 
 def uniqueness_novelty(gen_graphs, train_graphs) -> dict[str, float]:

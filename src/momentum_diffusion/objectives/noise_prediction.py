@@ -8,7 +8,8 @@ covariance; CLD's hybrid score matching), z_t = Φ z̄_0 + L ε and the kernel's
     sqrt        λ = ℓ_t⁻¹: ℓ_t ‖ε̂ − ε_k‖²
     likelihood  λ = b(t) Q_kk: b Q_kk ℓ_t² ‖ε̂ − ε_k‖²   (the ELBO weighting)
 
-averaged over data coordinates; t ~ U[t_min, t_max].
+averaged over data coordinates (``reduction=sum``: summed, score_sde's ``reduce_mean=False`` and GDSS's loss;
+with Adam the scale only matters against weight decay and gradient clipping); t ~ U[t_min, t_max].
 
 ``kt`` chooses the noise factor K_t of the parametrisation (a processes/noise_factor.py ``NoiseFactor``, which
 validates it and which the score model carries): ``cholesky`` (the
@@ -28,6 +29,7 @@ from ..processes.noise_factor import NoiseFactor
 from .score_model import ScoreModel
 
 WEIGHTINGS = ("eps", "sqrt", "likelihood")
+REDUCTIONS = ("mean", "sum")
 
 
 class ObjectiveConfigError(ValueError):
@@ -44,9 +46,11 @@ class NoisePredictionObjective(nn.Module):
         mixed_score: bool = False,
         data_std: float = 1.0,
         kt: str | NoiseFactor = "cholesky",
+        reduction: str = "mean",
     ):
         super().__init__()
         self.weighting = check_choice("objective.weighting", weighting, WEIGHTINGS, ObjectiveConfigError)
+        self.reduction = check_choice("objective.reduction", reduction, REDUCTIONS, ObjectiveConfigError)
         self.mixed_score, self.data_std = mixed_score, data_std
         self.noise_factor = NoiseFactor.of(kt, "objective.kt")
 
@@ -70,7 +74,8 @@ class NoisePredictionObjective(nn.Module):
         if t is None:
             t = self.sample_time(x0.shape[0], process, generator, device=None)
         z_t, eps, chol = process.perturb(x0, t, generator)
-        err = (model.predict_noise(z_t, t) - model.noise_target(eps, t, chol)).pow(2).flatten(1).mean(dim=1)
+        err = (model.predict_noise(z_t, t) - model.noise_target(eps, t, chol)).pow(2).flatten(1)
+        err = err.sum(dim=1) if self.reduction == "sum" else err.mean(dim=1)
         return err * self.weight(process, t, model.score_rows(t)).to(err)
 
     def weight(self, process: Process, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
