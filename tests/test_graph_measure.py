@@ -36,6 +36,17 @@ def test_graph_experiments_use_gdss_schedule(name, sampler):
     assert cfg.model._target_.endswith("GraphScoreNetwork")
 
 
+def test_community_experiment_is_gdss_network_and_loss():
+    """GDSS's network exactly (t-free, no linear skip) and GDSS's summed loss, so that its weight decay and clip
+    weigh as in GDSS (docs/graphs.md, "Tenth session"); the objective built from the config sums."""
+    from hydra.utils import instantiate
+
+    cfg = compose_config("train", "experiment=graphs_community_small")
+    assert not cfg.model.time_conditioning and not cfg.model.linear_skip
+    assert instantiate(cfg.objective).reduction == "sum"
+    assert cfg.optim.lr_schedule == "exponential" and cfg.optim.clip_subnetworks
+
+
 def test_parallel_evaluations_run_each_unfinished_command_once_and_keep_the_order(tmp_path):
     """--jobs 2: every seed × sampler whose run directory has no metrics.csv runs exactly once, finished ones are
     reused, and the rows come back seeds outermost whatever order the runs finish in."""
