@@ -219,7 +219,7 @@ def test_matching_orders_accepted(case):
     Objective().check_process(make())
 
 
-def test_unknown_weighting_raises():
+def test_unknown_weighting_or_reduction_raises():
     with pytest.raises(ObjectiveConfigError, match="weighting"):
         DSM(weighting="nope")
     with pytest.raises(ObjectiveConfigError, match="reduction"):
@@ -233,7 +233,8 @@ def test_sum_reduction_is_the_mean_times_the_data_dimension(case):
     make, Objective = CASES[case]
     process = make()
     model = ScoreModel(LinearEps(process.order, w=[0.3] * process.order), process)
-    x0, t, d = _data(4, 7, seed=2), torch.tensor([0.05, 0.3, 0.7, 1.0], dtype=F64), 7
+    d = 7
+    x0, t = _data(4, d, seed=2), torch.tensor([0.05, 0.3, 0.7, 1.0], dtype=F64)
     losses = {
         r: Objective(reduction=r).loss(model, process, x0, t=t, generator=torch.Generator().manual_seed(3))
         for r in ("mean", "sum")
