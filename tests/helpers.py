@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -73,3 +76,35 @@ def compose_config(name: str = "train", *overrides: str, hydra: bool = False):
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(name, overrides=list(overrides), return_hydra_config=hydra)
+
+
+# The processes the core's tests run over (test_processes.py, test_process_schedules.py); HURWITZ: those with a
+# stationary law.
+def _processes():
+    from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
+
+    return {
+        "vp": vp,
+        "ve": ve,
+        "cld": cld,
+        "hold": hold,
+        "chain2": lambda: critically_damped_chain(order=2),
+        "chain4": lambda: critically_damped_chain(order=4),
+    }
+
+
+PROCESSES = _processes()
+HURWITZ = ["vp", "cld", "hold", "chain2", "chain4"]
+
+
+def sample_moments_with_se(z: torch.Tensor):
+    """Sample mean, covariance and the standard errors of each entry (SE of a covariance entry from the
+    sample variance of the centred products (z_i − z̄_i)(z_j − z̄_j))."""
+    n = z.shape[0]
+    mean = z.mean(0)
+    c = z - mean
+    prod = c[:, :, None] * c[:, None, :]
+    cov = prod.sum(0) / (n - 1)
+    se_cov = prod.std(0) / math.sqrt(n)
+    se_mean = c.std(0) / math.sqrt(n)
+    return mean, cov, se_mean, se_cov
