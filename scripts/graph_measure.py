@@ -120,7 +120,9 @@ def main() -> None:
     p.add_argument("ckpt")
     p.add_argument("out")
     p.add_argument("--n", type=int, default=256)
-    p.add_argument("--batch", type=int, default=256)
+    p.add_argument(
+        "--batch", type=int, default=128, help="sampling batch (PC / AMS use batch-mean norms; GDSS samples in 128s)"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--nfe", type=int, nargs="+", default=[50, 100])
     p.add_argument("--sampler", action="append", required=True)
