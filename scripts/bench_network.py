@@ -152,9 +152,14 @@ def bench_network(args, config, order, out_blocks, device, baseline) -> dict:
     target = torch.randn(args.batch, net_out, *shape[1:], generator=gen).to(device)
     compile_kwargs = {"mode": args.compile_mode} if args.compile_mode else {}
     rows, equiv = {}, None
-    if baseline is not None:  # same weights; outputs compared in float32 (eval, no dropout)
+
+    def baseline_net() -> nn.Module:  # the baseline revision's network with the current one's weights
         old = build_net(config, order, out_blocks, baseline)
         old.load_state_dict(state)
+        return old
+
+    if baseline is not None:  # same weights; outputs compared in float32 (eval, no dropout)
+        old = baseline_net()
         x, t = make_inputs(net_in, shape, 2, torch.device("cpu"), "fp32", seed=2)
         with torch.no_grad():
             a, b = copy.deepcopy(base).eval(), old.eval()
@@ -167,16 +172,12 @@ def bench_network(args, config, order, out_blocks, device, baseline) -> dict:
     for mode in [m for m in args.modes if m in ("fp32", "bf16+cl")]:  # eager dispatch counts (CPU-measurable)
         counts[mode] = {"new": op_counts(base, mode, net_in, shape, device)}
         if baseline is not None:
-            old = build_net(config, order, out_blocks, baseline)
-            old.load_state_dict(state)
-            counts[mode]["old"] = op_counts(old, mode, net_in, shape, device)
+            counts[mode]["old"] = op_counts(baseline_net(), mode, net_in, shape, device)
     for mode in args.modes:
         row = {}
         nets = {"new": mode_net(base, mode, device, compile_kwargs)}
         if baseline is not None and mode != "compiled":
-            old = build_net(config, order, out_blocks, baseline)
-            old.load_state_dict(state)
-            nets["old"] = mode_net(old, mode, device, {})
+            nets["old"] = mode_net(baseline_net(), mode, device, {})
         x, t = make_inputs(net_in, shape, args.batch, device, mode)
         steps = {k: train_loop_step(n.train(), mode, device, x, t, target) for k, n in nets.items()}
         if mode == "compiled":  # the first step compiles: time it alone

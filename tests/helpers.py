@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 # train.py on the digits in seconds: the CLI tests' training run
@@ -80,20 +82,14 @@ def compose_config(name: str = "train", *overrides: str, hydra: bool = False):
 
 # The processes the core's tests run over (test_processes.py, test_process_schedules.py); HURWITZ: those with a
 # stationary law.
-def _processes():
-    from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
-
-    return {
-        "vp": vp,
-        "ve": ve,
-        "cld": cld,
-        "hold": hold,
-        "chain2": lambda: critically_damped_chain(order=2),
-        "chain4": lambda: critically_damped_chain(order=4),
-    }
-
-
-PROCESSES = _processes()
+PROCESSES = {
+    "vp": vp,
+    "ve": ve,
+    "cld": cld,
+    "hold": hold,
+    "chain2": lambda: critically_damped_chain(order=2),
+    "chain4": lambda: critically_damped_chain(order=4),
+}
 HURWITZ = ["vp", "cld", "hold", "chain2", "chain4"]
 
 

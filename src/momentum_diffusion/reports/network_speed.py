@@ -163,10 +163,8 @@ class OpCounter:
 
 
 def op_counts(net: nn.Module, mode: str, net_in: int, shape, device: torch.device) -> dict:
-    """OpCounter over one training forward+backward at batch 2 (no optimizer), in ``mode``."""
-    net = copy.deepcopy(net).to(device).train()
-    if mode in ("bf16+cl", "compiled"):
-        net = net.to(memory_format=torch.channels_last)
+    """OpCounter over one training forward+backward at batch 2 (no optimizer), in eager ``mode`` (not compiled)."""
+    net = mode_net(net, mode, device, {}).train()
     x, t = make_inputs(net_in, shape, 2, device, mode)
     with OpCounter() as c:
         with autocast(mode, device):
@@ -175,9 +173,14 @@ def op_counts(net: nn.Module, mode: str, net_in: int, shape, device: torch.devic
     return {"ops": c.ops, "casts": c.casts, "copies": c.copies, "mb": c.bytes / 2**20}
 
 
+def channels_last(mode: str) -> bool:
+    return mode in ("bf16+cl", "compiled")
+
+
 def mode_net(base: nn.Module, mode: str, device: torch.device, compile_kwargs: dict) -> nn.Module:
+    """A copy of ``base`` on ``device`` in ``mode``'s memory format, its blocks compiled in mode ``compiled``."""
     net = copy.deepcopy(base).to(device)
-    if mode in ("bf16+cl", "compiled"):
+    if channels_last(mode):
         net = net.to(memory_format=torch.channels_last)
     if mode == "compiled":
         net.compile_blocks(**compile_kwargs)
@@ -191,7 +194,7 @@ def autocast(mode: str, device: torch.device):
 def make_inputs(net_in: int, shape, batch: int, device: torch.device, mode: str, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, net_in, *shape[1:], generator=gen).to(device)
-    if mode in ("bf16+cl", "compiled"):
+    if channels_last(mode):
         x = x.contiguous(memory_format=torch.channels_last)
     return x, torch.rand(batch, generator=gen).to(device) * 0.98 + 0.01
 
