@@ -19,6 +19,9 @@ import torch
 
 from helpers import REPO, cli_env, run_script
 
+# three CLI processes (≈ 40 s): slow; .ci/run runs the slow tests too
+pytestmark = pytest.mark.slow
+
 STEPS = 30
 VECTORS = [
     "data=gmm",
@@ -31,6 +34,7 @@ VECTORS = [
     "threads=1",
     "trainer.log_every_n_steps=1",
     "optim.warmup_steps=5",
+    "optim.lr_schedule=constant",  # cosine ends at max_steps: a 15-step run would not be the 30-step run's start
     "callbacks.checkpoint.every_n_train_steps=15",
     "callbacks.sample_evaluation.n_samples=64",
     "sampler.nfe=4",
@@ -145,7 +149,6 @@ def test_loss_curve_close_to_one_process_with_the_same_global_batch(ddp_and_sing
     np.testing.assert_allclose(ma, mb, rtol=0.2)
 
 
-@pytest.mark.slow
 def test_two_process_resume_mid_epoch_continues_every_ranks_streams(ddp_and_single, tmp_path):
     """15 steps, then resume to 30 on 2 processes: the same noise draws, data shards and final weights
     (bit for bit) as the uninterrupted 30-step run."""

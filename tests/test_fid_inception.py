@@ -95,6 +95,7 @@ def tiny_cifar_training(tmp_path: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # a CLI process of its own (≈ 10 s of imports); .ci/run runs the slow tests too
 def test_evaluate_metric_fid_end_to_end(inception_weights, tmp_path):
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     common = [f"ckpt={ckpt}", "sampler.nfe=3", "n_samples=4", "metric=fid", "metrics.fid_reference_images=6"]

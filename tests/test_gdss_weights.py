@@ -240,6 +240,7 @@ def test_reads_easydict_checkpoints_without_easydict(tmp_path, monkeypatch):
         read_gdss_checkpoint(tmp_path / "missing.pth")
 
 
+@pytest.mark.slow  # a CLI process of its own (≈ 10 s of imports); .ci/run runs the slow tests too
 def test_import_script_writes_a_checkpoint_that_evaluate_samples(tmp_path):
     """The real CLI: GDSS-format .pth + a community_small list → import_gdss_checkpoint.py → evaluate.py."""
     import networkx as nx

@@ -163,7 +163,9 @@ def cli_straight(tmp_path_factory):
     return trainer, module
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)])
+# real processes, really signalled (≈ 25 s); the in-process SIGTERM tests above run by default
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_cli_run_resumes_exactly(sig, cli_straight, tmp_path):
     killed = tmp_path / "killed"
     proc = cli(f"trainer.max_steps={CLI_STEPS}", "callbacks.checkpoint.every_n_train_steps=3", out=killed)

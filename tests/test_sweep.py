@@ -49,6 +49,7 @@ def color_pixels(img: np.ndarray, hex_color: str, tol: int = 6) -> int:
     return int((np.abs(img - rgb).max(axis=-1) <= tol).sum())
 
 
+@pytest.mark.slow  # a CLI process of its own (≈ 10 s of imports); .ci/run runs the slow tests too
 def test_benchmark_sweep_report_renders_both_runs(tmp_path):
     sweep = tmp_path / "sweep"
     run(
