@@ -11,8 +11,8 @@ from momentum_diffusion.reports.benchmark_grid import STANDARD_GRID, build
 
 # Cells at the edge of the SW2 bound at 1000 NFE (measured 2026-11-29, n = 10,000, seeds 0–4): SW2 / floor
 # 1.68, 1.09, 0.68, 0.75, 1.86. At n = 40,000 the means are off by 2–4 standard errors, for Lie–Trotter too,
-# always in the same direction. The offset is still there at 4000 NFE (seed 4), so it is not the step size
-# (the prior at t_max or the last step are the candidates): a small bias of HOLD here, not a divergence.
+# always against the data mean. The offset is still there at 4000 NFE (seed 4), so it is not the step size.
+# It is the prior gap that conf/diffusion/hold.yaml states: at β = 3 the kernel keeps 0.084 x_0 at t = 1.
 MARGINAL = {
     ("hold", "sscs", "anisotropic_4d"): "HOLD + SSCS on anisotropic_4d: SW2 0.7–1.9× the floor over seeds",
 }
