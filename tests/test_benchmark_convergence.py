@@ -28,8 +28,9 @@ SPECS = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "benchmark
     ids=[f"{d}-{s}{'-' + o[0].split('=')[-1] if o else ''}" for d, s, o in STANDARD_GRID],
 )
 def test_every_sampler_reaches_the_data_at_1000_nfe(spec, diffusion, sampler, overrides, request):
-    if (diffusion, sampler, Path(spec).stem) in MARGINAL:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=MARGINAL[diffusion, sampler, Path(spec).stem]))
+    cell = (diffusion, sampler, Path(spec).stem)
+    if cell in MARGINAL:
+        request.applymarker(pytest.mark.xfail(strict=False, reason=MARGINAL[cell]))
     gmm = load_gmm(spec)
     n = 10_000  # as in the README grid: SW2 between two 5k sets fluctuates by ±50 %
     floors = benchmark_floors(gmm, n, seed=0)
