@@ -1,6 +1,6 @@
 """Run many command lines of the entry points (src/train.py, sample.py, evaluate.py, benchmark.py) in ONE
-Python process: each case goes through the script's own ``__main__`` path (``check_output_dir`` then the
-Hydra main), with its stderr captured and its exit code recorded. One interpreter start-up and one import
+Python process: each case goes through the script's own ``__main__`` path (``run_app``: the checks before
+Hydra, then the Hydra main), with its stderr captured and its exit code recorded. One interpreter start-up and one import
 of torch/Lightning/Hydra for the whole battery instead of one per case.
 
     python tests/cli_battery.py CASES.json RESULTS.json     (or run_battery(cases, tmp_path) from a test)
@@ -38,7 +38,7 @@ def load_script(name: str):
 def run_case(script, args: list[str]) -> dict:
     from hydra.core.global_hydra import GlobalHydra
 
-    from momentum_diffusion.cli.run_dir import check_output_dir
+    from momentum_diffusion.cli.launch import run_app
 
     err, code, start = io.StringIO(), 0, time.perf_counter()
     sys.argv = [script.__file__, *args]
@@ -46,8 +46,7 @@ def run_case(script, args: list[str]) -> dict:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("default")
         try:
-            check_output_dir(args)
-            script.main()
+            run_app(script.main)  # the script's own __main__ line
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:  # noqa: BLE001 - reported like an uncaught exception would be

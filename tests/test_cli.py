@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from bad_inputs import NONFINITE_CLI, bad_input_battery, check_bad_input_battery, check_nonfinite_cli
 from helpers import TINY_TRAIN, read_csv
@@ -63,6 +64,7 @@ def bad_inputs(ckpt: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=0", out], "sampler.nfe"),
         ("sample.py", [f"ckpt={ckpt}", "sampler=em", "sampler.nfe=2.5", out], "sampler.nfe"),
         ("sample.py", [f"ckpt={ckpt}", "n_samples=0", out], "n_samples"),
+        ("sample.py", [f"ckpt={ckpt}", "sampler.order=2", out], "sampler 'sscs' has no option order; its options"),
         ("evaluate.py", [f"ckpt={ckpt}", "threads=0", f"hydra.run.dir={tmp / 'threads'}"], "threads"),
         ("sample.py", [f"ckpt={ckpt}", "sampler.nfe=[4,6]", f"hydra.run.dir={tmp / 'nfe1'}"], "one budget"),
         ("evaluate.py", [f"ckpt={ckpt}", "sampler.nfe=[4,0]", f"hydra.run.dir={tmp / 'nfe2'}"], "sampler.nfe must be"),
@@ -102,7 +104,8 @@ def runs(tmp_path_factory, digits_cache) -> SimpleNamespace:
                                  f"hydra.run.dir={tmp / 'sample'}"]),
         "evaluate": ("evaluate.py", [f"ckpt={ckpt}", "sampler=sscs", "nfe=[4,6]", "n_samples=16",
                                      f"hydra.run.dir={tmp / 'evaluate'}"]),
-        "evaluate_multirun": ("evaluate.py", ["-m", f"ckpt={ckpt}", "sampler.nfe=4,6", "n_samples=16",
+        "evaluate_multirun": ("evaluate.py", ["-m", f"ckpt={ckpt}", "sampler.nfe=4,6", "sampler.grid=quadratic",
+                                              "n_samples=16",
                                               f"hydra.sweep.dir={tmp / 'evaluate_multirun'}"]),
         "resume": ("train.py", [*TINY_TRAIN, "trainer.max_steps=18", f"ckpt_path={ckpt}",
                                 f"hydra.run.dir={tmp / 'resume'}"]),
@@ -159,8 +162,11 @@ def test_evaluate_writes_one_row_per_nfe(runs):
 
 
 def test_evaluate_multirun_over_nfe_changes_the_checkpoints_own_sampler(runs):
-    """-m sampler.nfe=4,6 without sampler=NAME: one job per budget, each with the checkpoint's sampler (sscs)."""
+    """-m sampler.nfe=4,6 sampler.grid=quadratic without sampler=NAME: one job per budget, each with the
+    checkpoint's sampler (sscs) and the option changed (an option outside the composed config: launch.py)."""
     sweep = succeeded(runs, "evaluate_multirun")
+    for job in sorted(sweep.glob("*/.hydra/config.yaml")):
+        assert OmegaConf.load(job).sampler.grid == "quadratic"
     rows = [r for path in sorted(sweep.glob("*/metrics.csv")) for r in read_csv(path)]
     assert sorted((r["sampler"], int(r["nfe_budget"])) for r in rows) == [("sscs", 4), ("sscs", 6)]
 

@@ -31,6 +31,7 @@ CASES = {
     "expint": ("expint", {}),
     "expint_cholesky": ("expint", {"kt": "cholesky", "order": 3}),
     "expint_stochastic": ("expint", {"stochasticity": 1.0, "prediction": "data", "order": 3, "grid": "quadratic"}),
+    "expint_switch": ("expint", {"deterministic_from_logsnr": 0.0}),
 }
 
 

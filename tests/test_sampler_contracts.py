@@ -11,8 +11,10 @@ from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve,
 from momentum_diffusion.samplers import (
     SamplerConfigError,
     adaptive_momentum,
+    check_options,
     configure,
     euler_maruyama,
+    exponential_integrator,
     lie_trotter,
     predictor_corrector,
     probability_flow,
@@ -177,6 +179,7 @@ def test_invalid_nfe_raises_before_any_score_call(name, bad):
         (sscs, {"grid": "cosine"}),
         (predictor_corrector, {"predictor": "ancestral"}),
         (sscs, {"remainder": "rk4"}),
+        (euler_maruyama, {"order": 2}),  # another sampler's option
     ],
 )
 def test_unknown_options_raise_before_any_score_call(fn, opts):
@@ -186,6 +189,20 @@ def test_unknown_options_raise_before_any_score_call(fn, opts):
     with pytest.raises(SamplerConfigError):
         fn(process, score, z0, nfe=10, **opts)
     assert score.count == 0
+
+
+def test_an_option_the_sampler_does_not_take_is_one_line_naming_it_and_the_options():
+    """A typo or another sampler's option (else a TypeError inside the call): named, with the sampler's own
+    options, at config time (``check_options``, which build_sampler runs) and at call time. Retired options pass
+    the check: the decorator says what replaced them."""
+    with pytest.raises(SamplerConfigError, match="^sampler 'em' has no option order; its options: nfe, denoise, grid$"):
+        check_options(configure(euler_maruyama, nfe=5, order=2))
+    check_options(configure(predictor_corrector, nfe=5, snr=0.1, generator=None))
+    check_options(configure(exponential_integrator, noise=1.0))
+    process = vp()
+    z0 = process.sample_prior((4, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
+    with pytest.raises(SamplerConfigError, match="no option orderr, typo; its options: nfe, order"):
+        exponential_integrator(process, score_fn(process, M, S), z0, nfe=10, orderr=2, typo=1)
 
 
 def test_predictor_auto_is_reverse_diffusion_for_ve_and_euler_maruyama_otherwise():

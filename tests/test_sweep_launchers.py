@@ -135,3 +135,16 @@ def test_a_missing_plugin_names_the_extra(monkeypatch):
         "error: hydra/launcher=submitit_slurm needs the [slurm] extra: pip install -e '.[slurm]'"
     )
     assert launch.check_launcher_args(["hydra/launcher=basic", "sampler=pc"]) is None
+
+
+def test_options_of_the_checkpoints_own_sampler_are_added_not_refused():
+    """sample.py / evaluate.py without sampler=NAME: sampler.KEY=V is not in the composed config, so it is
+    passed as ++sampler.KEY=V (build_sampler checks KEY); sampler.nfe and runs that choose a sampler are kept."""
+    from momentum_diffusion.cli.launch import own_sampler_overrides
+
+    argv = ["ckpt=x", "sampler.order=3", "sampler.nfe=[10,20]", "+sampler.snr=0.1", "-m", "sampler.grid=a,b"]
+    assert own_sampler_overrides(argv) == [
+        "ckpt=x", "++sampler.order=3", "sampler.nfe=[10,20]", "+sampler.snr=0.1", "-m", "++sampler.grid=a,b"
+    ]  # fmt: skip
+    chosen = ["ckpt=x", "sampler=expint", "sampler.order=3"]
+    assert own_sampler_overrides(chosen) == chosen

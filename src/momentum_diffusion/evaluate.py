@@ -15,5 +15,7 @@ def main(cfg):
     evaluate(cfg)
 
 
+main.runs_checkpoint_sampler = True  # sampler.KEY=V changes its options (cli/launch.py run_app)
+
 if __name__ == "__main__":
     run_app(main)

@@ -22,7 +22,7 @@ from ..lightning.checkpointing import (
     weights_identity,
 )
 from ..lightning.module import LR_SCHEDULES, DiffusionModule
-from ..samplers import check_support, configure
+from ..samplers import check_options, check_support, configure
 from ..samplers.budget import single_budget
 from .errors import UserError, user_error_in
 from .run_dir import remove_new_run_dir
@@ -56,6 +56,7 @@ def to_dict(cfg) -> dict:
 def build_sampler(sampler_cfg, process):
     """Instantiate a sampler partial and validate it against the process before any work."""
     sampler = configure(instantiate(sampler_cfg))
+    check_options(sampler)
     check_support(sampler, process)
     if "nfe" in sampler.keywords:  # sampler.nfe: N or a list (the largest; loops over it use nfe_budgets)
         sampler = configure(sampler, nfe=single_budget(sampler.keywords["nfe"]))
@@ -64,7 +65,8 @@ def build_sampler(sampler_cfg, process):
 
 def run_sampler_config(cli_cfg, stored) -> dict | None:
     """The sampler config of a sample/evaluate run: ``sampler=NAME`` replaces the checkpoint's sampler;
-    keys given without a name (``sampler.nfe=N``, ``+sampler.snr=…``) change the checkpoint's own."""
+    keys given without a name (``sampler.nfe=N``, ``sampler.snr=…``: cli/launch.py ``own_sampler_overrides``)
+    change the checkpoint's own."""
     cli = to_dict(cli_cfg) if cli_cfg is not None else {}
     if "_target_" in cli:
         return cli

@@ -75,9 +75,23 @@ def check_launcher_args(argv: list[str]) -> str | None:
     return None
 
 
+def own_sampler_overrides(argv: list[str]) -> list[str]:
+    """sample.py / evaluate.py without ``sampler=NAME`` run the checkpoint's own sampler, whose options the
+    composed config does not have (conf/evaluate.yaml holds only sampler.nfe): ``sampler.KEY=V`` becomes
+    ``++sampler.KEY=V``, and ``build_sampler`` checks KEY against that sampler (one line for a typo)."""
+    if any(arg.lstrip("+~").startswith("sampler=") for arg in argv):
+        return argv
+    out = []
+    for arg in argv:
+        key, sep, _ = arg.partition("=")
+        out.append(f"++{arg}" if sep and key.startswith("sampler.") and key != "sampler.nfe" else arg)
+    return out
+
+
 def run_app(main: Callable[[], object]) -> None:
     """Run a ``@hydra.main`` entry point after the one-line checks that must come before Hydra starts: a bad
-    ``hydra/launcher=…`` / ``hydra/sweeper=…`` (exit 2) and an unusable output directory (``check_output_dir``)."""
+    ``hydra/launcher=…`` / ``hydra/sweeper=…`` (exit 2) and an unusable output directory (``check_output_dir``).
+    An app marked ``runs_checkpoint_sampler`` (sample, evaluate) gets ``own_sampler_overrides``."""
     import sys
 
     from .run_dir import check_output_dir
@@ -86,4 +100,6 @@ def run_app(main: Callable[[], object]) -> None:
         print(problem, file=sys.stderr)
         sys.exit(2)
     check_output_dir(sys.argv[1:])
+    if getattr(main, "runs_checkpoint_sampler", False):
+        sys.argv[1:] = own_sampler_overrides(sys.argv[1:])
     main()

@@ -1,7 +1,7 @@
 """Samplers: pure functions ``(process, score_fn, prior_z, *, nfe, generator, …) -> (z, nfe_used)``."""
 
 from .ams import adaptive_momentum
-from .base import CountingScore, SamplerConfigError, check_support, configure, time_grid, unwrap
+from .base import CountingScore, SamplerConfigError, check_options, check_support, configure, time_grid, unwrap
 from .em import euler_maruyama
 from .expint import exponential_integrator
 from .ode import probability_flow
@@ -32,6 +32,7 @@ __all__ = [
     "adaptive_momentum",
     "CountingScore",
     "SamplerConfigError",
+    "check_options",
     "check_support",
     "configure",
     "euler_maruyama",

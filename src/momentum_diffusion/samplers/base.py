@@ -10,6 +10,7 @@ score is computed from, in its noise factor K_t, and samplers that work in ε us
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -78,9 +79,11 @@ def sampler(
                 old_default, instead = rule if isinstance(rule, tuple) else (_NOTHING, rule)
                 if option in kwargs and kwargs.pop(option) != old_default:
                     raise SamplerConfigError(f"sampler '{name}' has no option {option} any more: {instead}")
+            check_options(run, kwargs)
             return fn(process, score_fn, prior_z, **kwargs)
 
         run.sampler_name, run.supports, run.requirement = name, supports, requirement
+        run.retired = dict(retired or {})
         return run
 
     return wrap
@@ -98,6 +101,25 @@ def unwrap(sampler) -> tuple[Callable, dict]:
     for kw in reversed(layers):  # outer partials override inner ones
         options.update(kw)
     return fn, options
+
+
+def sampler_options(fn) -> list[str]:
+    """The options a declared sampler function takes: its keyword-only parameters but the run-time generator."""
+    params = inspect.signature(fn).parameters.values()  # functools.wraps: the declared function's own
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "generator"]
+
+
+def check_options(sampler, options: dict | None = None) -> None:
+    """One line for an option the sampler does not take (a typo, or another sampler's option), before any work;
+    ``options`` default to the partial's own. Retired options are the decorator's (it says what replaced them)."""
+    fn, given = unwrap(sampler)
+    known = {*sampler_options(fn), *fn.retired, "generator"}
+    unknown = sorted(set(given if options is None else options) - known)
+    if unknown:
+        raise SamplerConfigError(
+            f"sampler '{fn.sampler_name}' has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(sampler_options(fn))}"
+        )
 
 
 def configure(sampler, **overrides) -> functools.partial:

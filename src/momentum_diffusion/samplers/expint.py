@@ -58,7 +58,7 @@ from ..processes.noise_factor import (
     process_key,
     tweedie_projection,
 )
-from .base import CountingScore, FixedStepRun, SamplerConfigError, noise_like, predicted_noise, sampler
+from .base import CountingScore, FixedStepRun, SamplerConfigError, log_snr, noise_like, predicted_noise, sampler
 from .expint_plan import StepIntervals, data_prediction_steps, noise_prediction_steps
 
 EXTRAPOLATION = ("t", "tau", "log_t")
@@ -84,6 +84,7 @@ DEFAULTS = {
     "grid": "quadratic",
     "extrapolate": "t",
     "denoise": True,
+    "deterministic_from_logsnr": None,  # never: λ throughout
 }
 PROCESS_DEFAULTS: dict[str, dict] = {  # a process's departures from DEFAULTS (none today)
     "vp": {},
@@ -186,12 +187,28 @@ def integrator_plan(process, ts: torch.Tensor, options: dict) -> dict:
         steps = StepIntervals(ts, options["order"], variable, options["corrector"])
         if options["prediction"] == "noise":
             return noise_prediction_steps(process, noise_parametrisation(process, options["kt"]), steps)
-        plan = data_prediction_steps(process, steps, options["stochasticity"])
+        plan = late_steps_deterministic(
+            process, steps, data_prediction_steps(process, steps, options["stochasticity"]),
+            options["deterministic_from_logsnr"],
+        )  # fmt: skip
         plan["r_inv"], plan["p"], plan["phi"] = tweedie_projection(process, ts[:-1])  # x̂_0 = E[x_0|z] at t_i
         return plan
 
     key = ("plan", process_key(process), tuple(ts.tolist()), tuple(sorted(options.items())))
     return cached(key, lambda: first_order_long_steps(build(), variable(ts)))
+
+
+def late_steps_deterministic(process, steps: StepIntervals, plan: dict, threshold: float | None) -> dict:
+    """The plan with every step that starts at a position-block logSNR ≥ ``threshold`` (base.log_snr) replaced
+    by its λ = 0 step: stochastic while the modes form, then the PF-ODE (docs/fast_sampling.md, sessions 16–18).
+    Both plans are closed form for λ ∈ {0, 1}; the corrector's weights are switched with the predictor's."""
+    if threshold is None:
+        return plan
+    late = log_snr(process, steps.hi) >= threshold
+    if not late.any():
+        return plan
+    ode = data_prediction_steps(process, steps, 0.0)
+    return {name: torch.where(late.reshape(-1, *[1] * (v.dim() - 1)), ode[name], v) for name, v in plan.items()}
 
 
 # A step more than this many times longer than the one before it (in the extrapolation variable) is taken at
@@ -239,6 +256,17 @@ def resolve_options(options: dict, process_name: str = "") -> dict:
             "sampler.prediction=noise needs sampler.stochasticity=0: ε-steps with λ > 0 diverge at low NFE "
             "(docs/fast_sampling.md); use prediction=data"
         )
+    threshold = options["deterministic_from_logsnr"]
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold != threshold:
+            raise SamplerConfigError(
+                f"sampler.deterministic_from_logsnr must be a number (a logSNR) or null, got {threshold!r}"
+            )
+        if options["prediction"] == "noise":
+            raise SamplerConfigError(
+                "sampler.deterministic_from_logsnr switches x̂_0-steps from λ to 0; it needs sampler.prediction=data"
+            )
+        options["deterministic_from_logsnr"] = float(threshold)
     if not isinstance(options["corrector"], bool):
         raise SamplerConfigError(f"sampler.corrector must be true or false, got {options['corrector']!r}")
     return options
@@ -261,6 +289,7 @@ def exponential_integrator(
     grid: str | None = None,
     extrapolate: str | None = None,
     denoise: bool | str | None = None,
+    deterministic_from_logsnr: float | None = None,
 ):
     """Exponential integrator with multistep extrapolation (gDDIM / DEIS / DPM-Solver++-style), 1 NFE per step.
 
@@ -268,14 +297,16 @@ def exponential_integrator(
     ``stochasticity`` λ ∈ [0, 1]: 0 = probability-flow ODE, 1 = reverse SDE;
     ``prediction``: 'noise' (extrapolate ε in K_t = ``kt``; λ = 0 only) or 'data' (extrapolate x̂_0 = E[x_0|z]);
     ``corrector``: UniPC-style correction of every step with the next evaluation (no extra NFE, one order up);
-    ``extrapolate``: polynomial in 't', 'tau' or 'log_t'; ``grid``, ``denoise``: as every sampler (base.py).
+    ``extrapolate``: polynomial in 't', 'tau' or 'log_t'; ``grid``, ``denoise``: as every sampler (base.py);
+    ``deterministic_from_logsnr`` c: steps that start where the position block's logSNR is ≥ c take λ = 0
+    (data prediction; None = never).
     None takes the process's default (``defaults_for``: ``DEFAULTS`` + ``PROCESS_DEFAULTS``, the one place they
     live; conf/sampler/expint.yaml leaves them null).
     If ``score_fn`` predicts ε in the same K_t (a ScoreModel), the noise form uses its ε̂ directly.
     """
     options = resolve_options(
         dict(order=order, stochasticity=stochasticity, prediction=prediction, corrector=corrector, kt=kt,
-             grid=grid, extrapolate=extrapolate, denoise=denoise),
+             grid=grid, extrapolate=extrapolate, denoise=denoise, deterministic_from_logsnr=deterministic_from_logsnr),
         process.name,
     )  # fmt: skip
     run = FixedStepRun(process, score_fn, nfe, 1, options["denoise"], options["grid"])
