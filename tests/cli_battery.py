@@ -1,7 +1,7 @@
 """Run many command lines of the entry points (src/train.py, sample.py, evaluate.py, benchmark.py) in ONE
 Python process: each case goes through the script's own ``__main__`` path (``run_app``: the checks before
-Hydra, then the Hydra main), with its stderr captured and its exit code recorded. One interpreter start-up and one import
-of torch/Lightning/Hydra for the whole battery instead of one per case.
+Hydra, then the Hydra main), with its stderr captured and its exit code recorded. One interpreter start-up
+and one import of torch/Lightning/Hydra for the whole battery instead of one per case.
 
     python tests/cli_battery.py CASES.json RESULTS.json     (or run_battery(cases, tmp_path) from a test)
 
