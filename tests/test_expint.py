@@ -24,7 +24,13 @@ from momentum_diffusion.processes.noise_factor import (
 )
 from momentum_diffusion.samplers import expint_plan
 from momentum_diffusion.samplers.base import SamplerConfigError, time_grid
-from momentum_diffusion.samplers.expint import DEFAULTS, DEFAULTS_EXACT, GDDIMNoise, exponential_integrator
+from momentum_diffusion.samplers.expint import (
+    DEFAULTS,
+    DEFAULTS_EXACT,
+    DEFAULTS_SWITCH,
+    GDDIMNoise,
+    exponential_integrator,
+)
 from momentum_diffusion.samplers.ode import probability_flow
 
 F64 = torch.float64
@@ -211,7 +217,8 @@ def test_config_leaves_defaults_to_the_function():
     fixed = {"process", "score_fn", "prior_z", "nfe", "generator"}
     options = set(inspect.signature(exponential_integrator).parameters) - fixed
     assert options == set(DEFAULTS) and all(cfg[name] is None for name in options)
-    assert all(set(extra) <= set(DEFAULTS) for extra in DEFAULTS_EXACT.values())  # overrides of real options
+    for table in (DEFAULTS_EXACT, DEFAULTS_SWITCH):  # overrides of real options
+        assert all(set(extra) <= set(DEFAULTS) for extra in table.values())
 
 
 @pytest.mark.parametrize("make", [vp, cld, hold])

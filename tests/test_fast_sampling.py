@@ -103,7 +103,8 @@ def test_end_to_end_writes_csv_and_table(tmp_path, small_grid):
              "--out", str(tmp_path)])  # fmt: skip
     rows = fs.read_rows(tmp_path / "results.csv")
     configs = {r["config"] for r in rows}
-    assert configs == {"em", "pc", "sscs", "ams", "ode-dopri5", "expint", "expint-exact", "expint-noise-corr",
+    assert configs == {"em", "pc", "sscs", "ams", "ode-dopri5", "expint", "expint-exact", "expint-switch",
+                       "expint-noise-corr",
                        "expint-data-corr", "expint-data-sde-corr", "expint-o1-quadratic", "expint-o2-quadratic",
                        "expint-o3-quadratic", "expint-o3-quadratic-logt", "expint-sde-o2-quadratic",
                        "expint-sde-o3-quadratic"}  # fmt: skip

@@ -33,7 +33,7 @@ import torch
 from ..cli.benchmark import benchmark_floors, run_benchmark
 from ..exact import load_gmm
 from ..samplers import configure, valid_samplers
-from ..samplers.expint import DEFAULTS_EXACT
+from ..samplers.expint import DEFAULTS_EXACT, DEFAULTS_SWITCH
 from ..tables import read_rows, write_rows
 from .benchmark_grid import STANDARD_NFE, build, bundled_specs
 
@@ -64,6 +64,8 @@ def sampler_configs(diffusion: str) -> list[tuple[str, str, list[str]]]:
     configs.append(("expint", "expint", []))
     exact = [f"sampler.{name}={value}" for name, value in DEFAULTS_EXACT[diffusion].items()]
     configs.append(("expint-exact", "expint", exact))
+    switch = [f"sampler.{name}={value}" for name, value in DEFAULTS_SWITCH[diffusion].items()]
+    configs.append(("expint-switch", "expint", switch))
     for prediction, lam in (("noise", 0), ("data", 0), ("data", 1)):
         label = f"expint-{prediction}" + ("-sde" if lam else "") + "-corr"
         overrides = [f"sampler.prediction={prediction}", f"sampler.stochasticity={lam}", "sampler.corrector=true"]
@@ -291,7 +293,15 @@ def compact_table(rows: list[dict]) -> str:
             same = (noise and noise[0]) == (strict and strict[0])
             cells.append(text if same or not noise else f"{text} [≈{noise[0]}]")
         lines.append(f"| expint o{order} (best grid) | " + " | ".join(cells) + " |")
-    single = ("expint-exact", "expint-noise", "expint-data", "expint-sde", "expint-o3-quadratic-logt", "expint-band")
+    single = (
+        "expint-exact",
+        "expint-switch",
+        "expint-noise",
+        "expint-data",
+        "expint-sde",
+        "expint-o3-quadratic-logt",
+        "expint-band",
+    )
     for label in [lbl for lbl in labels if lbl == "expint" or lbl.startswith(single)]:
         keys = [(g, d, label) for g, d in columns]
         cells = [both(first[k], noisy[k], False, False) if k in first else "—" for k in keys]

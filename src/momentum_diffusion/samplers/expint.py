@@ -103,6 +103,17 @@ DEFAULTS_EXACT = {
         "hold": {"prediction": "data", "order": 2},
     }.items()
 }
+# λ = 1 until the position block's logSNR reaches c, then λ = 0, on the process's calibrated grid where it has
+# one: for exact scores and well-trained networks, not a default (on the default job's 1,000-step networks it
+# costs FD at 10 NFE). Grid and c per process minimise the mean log mode-KL at 15 / 20 / 30 NFE on the
+# calibration mixture (no public spec) over grid ∈ {quadratic, calibrated} × c ∈ {none, −4, −2, 0, 2}
+# (docs/fast_sampling.md, session 18; ``make benchmark-fast``'s row expint-switch). VE: none beats λ = 1.
+DEFAULTS_SWITCH = {
+    "vp": {"deterministic_from_logsnr": 2.0},
+    "ve": {},
+    "cld": {"grid": "calibrated", "deterministic_from_logsnr": -2.0},
+    "hold": {"grid": "calibrated"},
+}
 
 
 class CholeskyNoise:
