@@ -11,7 +11,7 @@ from gaussian import score_fn
 from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
 from momentum_diffusion.processes.noise_factor import accurate_kernel_cov
 from momentum_diffusion.samplers.base import log_snr, time_grid
-from momentum_diffusion.samplers.expint import exponential_integrator
+from momentum_diffusion.samplers.expint import DEFAULTS_SWITCH, exponential_integrator
 
 F64 = torch.float64
 PROCESSES = [vp, ve, cld, hold]
@@ -74,9 +74,11 @@ def test_edm_grid_is_the_rho_polynomial_in_the_equivalent_ve_sigma(make):
     torch.testing.assert_close(steps, steps.mean().expand_as(steps), rtol=1e-4, atol=0)
 
 
+@pytest.mark.parametrize("table", ["default", "switch"])
 @pytest.mark.parametrize("make", PROCESSES)
-def test_the_default_converges_on_gaussian_data(make):
-    """``sampler=expint`` with no options (the process's defaults, expint.defaults_for), exact scores of data
+def test_the_default_converges_on_gaussian_data(make, table):
+    """``sampler=expint`` with no options (the process's defaults, expint.defaults_for; and the process's
+    ``DEFAULTS_SWITCH`` row: calibrated grid, λ = 0 late in the path), exact scores of data
     N(0.5, 0.3²), from the exact prior draw: the data block's mean and std approach the data law as NFE grows,
     and at 1000 NFE sit within Monte Carlo error (no plateau, no blow-up of long end steps; in standard
     errors: the final denoising step shrinks the std by a relative ~σ²_{t_min}/0.09, far below one)."""
@@ -85,7 +87,8 @@ def test_the_default_converges_on_gaussian_data(make):
     for nfe in (8, 1000):
         gen = torch.Generator().manual_seed(5)
         z = process.sample_prior((n, 1), generator=gen, dtype=F64)
-        out, used = exponential_integrator(process, score_fn(process, mean, std), z, nfe=nfe, generator=gen)
+        options = DEFAULTS_SWITCH[process.name] if table == "switch" else {}
+        out, used = exponential_integrator(process, score_fn(process, mean, std), z, nfe=nfe, generator=gen, **options)
         x = out[:, 0, 0]
         assert used == nfe and x.isfinite().all()
         mean_err = abs(float(x.mean()) - mean) / (std / math.sqrt(n))
