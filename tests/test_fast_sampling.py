@@ -81,8 +81,11 @@ def test_configs_follow_the_brief():
     labels = {d: [c[0] for c in fs.sampler_configs(d)] for d in fs.PROCESSES}
     assert "sscs" in labels["cld"] and "sscs" not in labels["hold"] and "lie_trotter" in labels["hold"]
     assert "sscs" not in labels["vp"] and "lie_trotter" not in labels["ve"]
-    # the default, the exact-score one, 3 corrected forms, orders × grids, log_t, 2 stochastic without the corrector
-    assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 2 + 3 + 12 + 3
+    # the default, the two exact-score ones (λ = 0; switch), 3 corrected forms, orders × grids, log_t, 2 stochastic
+    # without the corrector
+    assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 3 + 3 + 12 + 3
+    switch = {d: dict((c[0], c[2]) for c in fs.sampler_configs(d))["expint-switch"] for d in fs.PROCESSES}
+    assert switch["ve"] == [] and switch["cld"] == ["sampler.grid=calibrated", "sampler.deterministic_from_logsnr=-2.0"]
     options = dict((c[0], c[2]) for c in fs.sampler_configs("hold"))
     assert options["expint"] == []  # the default is what samplers/expint.py says, not restated here
     pc = dict((c[0], c[2]) for c in fs.sampler_configs("ve"))["pc"]
