@@ -1,4 +1,4 @@
-"""``sampler.deterministic_from_logsnr`` (samplers/expint.py ``late_steps_deterministic``): λ until the position
+"""``sampler.deterministic_from_logsnr`` (samplers/expint_plan.py ``late_steps_deterministic``): λ until the position
 block's logSNR reaches c, the PF-ODE (λ = 0) after. Which steps switch, exactness in law across the switch,
 convergence on Gaussian data, and its configuration errors."""
 
@@ -12,7 +12,8 @@ from gaussian import marginal, score_fn
 from momentum_diffusion.processes import cld, hold, vp
 from momentum_diffusion.samplers import expint_plan
 from momentum_diffusion.samplers.base import SamplerConfigError, log_snr, time_grid
-from momentum_diffusion.samplers.expint import exponential_integrator, late_steps_deterministic
+from momentum_diffusion.samplers.expint import exponential_integrator
+from momentum_diffusion.samplers.expint_plan import late_steps_deterministic
 
 F64 = torch.float64
 MEAN, STD = 0.5, 0.3

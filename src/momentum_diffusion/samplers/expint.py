@@ -58,8 +58,8 @@ from ..processes.noise_factor import (
     process_key,
     tweedie_projection,
 )
-from .base import CountingScore, FixedStepRun, SamplerConfigError, log_snr, noise_like, predicted_noise, sampler
-from .expint_plan import StepIntervals, data_prediction_steps, noise_prediction_steps
+from .base import CountingScore, FixedStepRun, SamplerConfigError, noise_like, predicted_noise, sampler
+from .expint_plan import StepIntervals, data_prediction_steps, late_steps_deterministic, noise_prediction_steps
 
 EXTRAPOLATION = ("t", "tau", "log_t")
 PREDICTIONS = ("noise", "data")
@@ -207,19 +207,6 @@ def integrator_plan(process, ts: torch.Tensor, options: dict) -> dict:
 
     key = ("plan", process_key(process), tuple(ts.tolist()), tuple(sorted(options.items())))
     return cached(key, lambda: first_order_long_steps(build(), variable(ts)))
-
-
-def late_steps_deterministic(process, steps: StepIntervals, plan: dict, threshold: float | None) -> dict:
-    """The plan with every step that starts at a position-block logSNR ≥ ``threshold`` (base.log_snr) replaced
-    by its λ = 0 step: stochastic while the modes form, then the PF-ODE (docs/fast_sampling.md, sessions 16–18).
-    Both plans are closed form for λ ∈ {0, 1}; the corrector's weights are switched with the predictor's."""
-    if threshold is None:
-        return plan
-    late = log_snr(process, steps.hi) >= threshold
-    if not late.any():
-        return plan
-    ode = data_prediction_steps(process, steps, 0.0)
-    return {name: torch.where(late.reshape(-1, *[1] * (v.dim() - 1)), ode[name], v) for name, v in plan.items()}
 
 
 # A step more than this many times longer than the one before it (in the extrapolation variable) is taken at

@@ -43,6 +43,7 @@ from scipy.integrate import solve_ivp
 from ..processes.core import F64, psd_sqrt
 from ..processes.noise_factor import gddim_factor
 from ..processes.quadrature import integrate, lagrange_basis
+from .base import log_snr
 
 # Accepted quadrature change once refinement stalls: near t_min the HOLD factor has cond(R) ~ 1e12, and the
 # weights of 2–3-step grids (extrapolation over the whole path: huge, cancelling) are roundoff-limited at
@@ -127,6 +128,19 @@ def closed_form_steps(process, steps: StepIntervals, lam: float) -> dict:
     U = eye if lam == 0.0 else (r_inv_hi @ process.transition(steps.lo, steps.hi)[0] @ R_lo).mT
     C = R_lo @ (eye - U @ U.mT) @ R_lo.mT  # zero for λ = 0
     return {"Psi": R_lo @ U @ r_inv_hi, "root": psd_sqrt(C), **split_weights(V, steps)}
+
+
+def late_steps_deterministic(process, steps: StepIntervals, plan: dict, threshold: float | None) -> dict:
+    """The plan with every step that starts at a position-block logSNR ≥ ``threshold`` (base.log_snr) replaced
+    by its λ = 0 step: stochastic while the modes form, then the PF-ODE (docs/fast_sampling.md, sessions 16–18).
+    Both plans are closed form for λ ∈ {0, 1}; the corrector's weights are switched with the predictor's."""
+    if threshold is None:
+        return plan
+    late = log_snr(process, steps.hi) >= threshold
+    if not late.any():
+        return plan
+    ode = data_prediction_steps(process, steps, 0.0)
+    return {name: torch.where(late.reshape(-1, *[1] * (v.dim() - 1)), ode[name], v) for name, v in plan.items()}
 
 
 def split_weights(V: torch.Tensor, steps: StepIntervals, name: str = "V") -> dict:
