@@ -12,6 +12,8 @@ that k×k covariance; samplers and objectives only need its last (noised) block.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 F64 = torch.float64
@@ -83,6 +85,15 @@ def rotated_score_fn(process, U, variances):
         return (-(y * rows.T).sum(1) @ U.T).reshape(B, *z.shape[2:])
 
     return fn
+
+
+def law_errors(out: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
+    """How far n samples ``out`` (n, k) are from the law N(mean, cov): the largest mean error in standard errors
+    and the largest covariance error in standard deviations of the sample covariance (≈ √(2/n) per entry)."""
+    n, scale = out.shape[0], cov.diagonal().sqrt()
+    mean_err = float(((out.mean(0) - mean).abs() / (scale / math.sqrt(n))).max())
+    cov_err = float(((torch.cov(out.T) - cov).abs() / torch.outer(scale, scale)).max() / math.sqrt(2 / n))
+    return mean_err, cov_err
 
 
 class ZeroBlocks(torch.nn.Module):

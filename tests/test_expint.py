@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from scipy.integrate import quad_vec
 
-from gaussian import marginal, score_fn
+from gaussian import law_errors, marginal, score_fn
 from momentum_diffusion.exact import ExactScore, load_gmm
 from momentum_diffusion.metrics.sliced_wasserstein import noise_floor, sliced_wasserstein2
 from momentum_diffusion.objectives import NoisePredictionObjective
@@ -389,10 +389,7 @@ def test_stochastic_steps_on_gaussian_data_reach_the_exact_marginal(make, nfe):
             stochasticity=1.0, prediction="data", grid="quadratic", denoise=False, generator=gen,
         )  # fmt: skip
         out = out[:, :, 0]
-        scale = cov.diagonal().sqrt()
-        mean_err = float(((out.mean(0) - mean).abs() / (scale / math.sqrt(n))).max())  # in standard errors
-        cov_err = float(((torch.cov(out.T) - cov).abs() / torch.outer(scale, scale)).max() / math.sqrt(2 / n))
-        errors[(order, corrector)] = (mean_err, cov_err)
+        errors[(order, corrector)] = law_errors(out, mean, cov)
     assert max(errors[(3, True)]) < 5, errors
     assert max(errors[(1, False)]) > 10, errors
 

@@ -3,12 +3,11 @@ block's logSNR reaches c, the PF-ODE (λ = 0) after. Which steps switch, exactne
 convergence on Gaussian data, and its configuration errors."""
 
 import dataclasses
-import math
 
 import pytest
 import torch
 
-from gaussian import marginal, score_fn
+from gaussian import law_errors, marginal, score_fn
 from momentum_diffusion.processes import cld, hold, vp
 from momentum_diffusion.samplers import expint_plan
 from momentum_diffusion.samplers.base import SamplerConfigError, log_snr, time_grid
@@ -17,14 +16,6 @@ from momentum_diffusion.samplers.expint_plan import late_steps_deterministic
 
 F64 = torch.float64
 MEAN, STD = 0.5, 0.3
-
-
-def law_errors(out, mean, cov):
-    """Largest mean error in standard errors and covariance error in its standard deviations (n samples)."""
-    n, scale = out.shape[0], cov.diagonal().sqrt()
-    mean_err = float(((out.mean(0) - mean).abs() / (scale / math.sqrt(n))).max())
-    cov_err = float(((torch.cov(out.T) - cov).abs() / torch.outer(scale, scale)).max() / math.sqrt(2 / n))
-    return mean_err, cov_err
 
 
 @pytest.mark.parametrize("make", [vp, cld, hold])
