@@ -46,6 +46,8 @@ better than in t for HOLD (ε varies on the log scale of the data block's noise 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..choices import check_choice
@@ -256,7 +258,7 @@ def resolve_options(options: dict, process_name: str = "") -> dict:
         )
     threshold = options["deterministic_from_logsnr"]
     if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold != threshold:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or math.isnan(threshold):
             raise SamplerConfigError(
                 f"sampler.deterministic_from_logsnr must be a number (a logSNR) or null, got {threshold!r}"
             )
