@@ -74,7 +74,8 @@ def test_edm_grid_is_the_rho_polynomial_in_the_equivalent_ve_sigma(make):
     torch.testing.assert_close(steps, steps.mean().expand_as(steps), rtol=1e-4, atol=0)
 
 
-@pytest.mark.parametrize("table", ["default", "switch"])
+# the DEFAULTS_SWITCH rows (no default; the switch itself is covered by test_expint_switch.py) run with -m slow
+@pytest.mark.parametrize("table", ["default", pytest.param("switch", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("make", PROCESSES)
 def test_the_default_converges_on_gaussian_data(make, table):
     """``sampler=expint`` with no options (the process's defaults, expint.defaults_for; and the process's
