@@ -36,12 +36,16 @@ CASES = {
 
 
 def cases():
+    """Every case on every process it supports. The default run keeps, per case, the highest-order process it
+    supports (HOLD's three blocks reach every code path CLD's two do), and the default sampler on all four; the
+    rest run with -m slow."""
     for case, (name, _options) in CASES.items():
-        for process_name, make in PROCESSES.items():
-            process = make()
-            if not ALL_SAMPLERS[name].supports(process):
-                continue
-            yield pytest.param(case, process_name, id=f"{case}-{process_name}")
+        supported = [p for p, make in PROCESSES.items() if ALL_SAMPLERS[name].supports(make())]
+        primary = max(supported, key=lambda p: PROCESSES[p]().order)
+        for process_name in supported:
+            default_run = case == "expint" or process_name == primary
+            marks = () if default_run else (pytest.mark.slow,)
+            yield pytest.param(case, process_name, id=f"{case}-{process_name}", marks=marks)
 
 
 def run(sampler, process, score, z0, nfe):

@@ -78,7 +78,7 @@ def straight_run(name: str, n: int, tmp_path_factory) -> tuple:
         ("gmm", 16, 7, True),  # last batch of epoch 0, signal after the checkpoint hooks (epoch-end save)
         ("gmm", 16, 10, True),  # mid-epoch, late signal (saved on SIGTERMException)
         ("digits", 10, 4, False),  # epoch boundary, dropout in the network
-        ("digits", 10, 5, True),
+        pytest.param("digits", 10, 5, True, marks=pytest.mark.slow),  # the late signal is the gmm rows' too
     ],
 )
 def test_resume_after_sigterm_is_bit_exact(name, n, stop, late, tmp_path, tmp_path_factory):
