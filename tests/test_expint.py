@@ -201,7 +201,8 @@ def test_same_seed_same_samples_and_nfe_accounting():
         (dict(prediction="score"), "prediction"),
         (dict(prediction="noise", stochasticity=0.5), "prediction"),
         (dict(corrector="yes"), "corrector"),
-        (dict(nfe=1), "nfe"),
+        (dict(nfe=1, denoise=True), "nfe"),  # no step left beside the final denoising step
+        (dict(nfe=0), "nfe"),
         (dict(noise=1.0), "stochasticity"),  # the old name of λ: one clear error naming the new one
     ],
 )
@@ -233,6 +234,7 @@ def test_network_trained_with_the_same_kt_gives_eps_directly(make):
     calls, score = [], model.score
     model.score = lambda z, t: (calls.append(t), score(z, t))[1]
     options = dict(nfe=16, order=2, kt="cholesky", grid="quadratic", prediction="noise", stochasticity=0.0)
+    options["denoise"] = True  # the final step's route (the score) is part of what this checks
     direct, used = exponential_integrator(process, model, prior(process), **options)
     assert used == 16 and len(calls) == 1
     via_score, used = exponential_integrator(process, lambda z, t: score(z, t), prior(process), **options)
@@ -269,6 +271,7 @@ def test_gddim_network_eps_and_score_routes_agree(make):
     process = dataclasses.replace(make(), t_min=1e-3)
     net = DenoiserNoise(process)
     options = dict(nfe=12, order=3, kt="gddim", grid="quadratic", prediction="noise", stochasticity=0.0)
+    options["denoise"] = True  # the final step's route (the score) is part of what this checks
     direct, used = exponential_integrator(process, net, prior(process), **options)
     assert used == 12 and net.calls == 11  # every step from ε̂; the final denoising step from the score
     via_score, _ = exponential_integrator(process, lambda z, t: net(z, t), prior(process), **options)

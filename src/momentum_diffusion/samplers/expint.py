@@ -88,16 +88,23 @@ DEFAULTS = {
     "denoise": True,
     "deterministic_from_logsnr": None,  # never: λ throughout
 }
-PROCESS_DEFAULTS: dict[str, dict] = {  # a process's departures from DEFAULTS (none today)
+# A process's departures from DEFAULTS. CLD and HOLD take no final denoising step: noise reaches their position
+# block through the velocity, so at t_min it carries σ̃ ≈ 1e-5 (VP 1e-3), and the last x̂_0-step already lands on
+# the data estimate; the NFE the final step cost buys one more step. Mode-KL at 10 NFE 1.3–2× lower with exact
+# scores on every spec; digits FD (4,000 samples, 10 / 20 NFE) on 10,000-step networks CLD 3.64 → 2.61 /
+# 1.15 → 1.09, HOLD 2.39 → 2.14 / 1.49 → 1.38. VP keeps it: its networks lose 10 % without it (their Tweedie step
+# at t_min still removes noise). docs/fast_sampling.md, session 19.
+PROCESS_DEFAULTS: dict[str, dict] = {
     "vp": {},
     "ve": {},
-    "cld": {},
-    "hold": {},
+    "cld": {"denoise": False},
+    "hold": {"denoise": False},
 }
 # the fastest configuration with exact scores (docs/fast_sampling.md), as overrides of the process's defaults
-# (``make benchmark-fast``'s row expint-exact; grid and order stated, so they do not follow PROCESS_DEFAULTS)
+# (``make benchmark-fast``'s row expint-exact; grid and order stated, so they do not follow PROCESS_DEFAULTS;
+# ε-steps end on z_{t_min}, whose noise the final Tweedie step removes)
 DEFAULTS_EXACT = {
-    name: {"stochasticity": 0.0, "prediction": "noise", "order": 3, "grid": "quadratic", **extra}
+    name: {"stochasticity": 0.0, "prediction": "noise", "order": 3, "grid": "quadratic", "denoise": True, **extra}
     for name, extra in {
         "vp": {},
         "ve": {"grid": "uniform"},
@@ -110,11 +117,15 @@ DEFAULTS_EXACT = {
 # costs FD at 10 NFE). Grid and c per process minimise the mean log mode-KL at 15 / 20 / 30 NFE on the
 # calibration mixture (no public spec) over grid ∈ {quadratic, calibrated} × c ∈ {none, −4, −2, 0, 2}
 # (docs/fast_sampling.md, session 18; ``make benchmark-fast``'s row expint-switch). VE: none beats λ = 1.
+# With the final denoising step they were chosen and benchmarked with (before CLD's and HOLD's defaults dropped it).
 DEFAULTS_SWITCH = {
-    "vp": {"deterministic_from_logsnr": 2.0},
-    "ve": {},
-    "cld": {"grid": "calibrated", "deterministic_from_logsnr": -2.0},
-    "hold": {"grid": "calibrated"},
+    name: {"denoise": True, **extra}
+    for name, extra in {
+        "vp": {"deterministic_from_logsnr": 2.0},
+        "ve": {},
+        "cld": {"grid": "calibrated", "deterministic_from_logsnr": -2.0},
+        "hold": {"grid": "calibrated"},
+    }.items()
 }
 
 
