@@ -90,8 +90,8 @@ DEFAULTS = {
 }
 # A process's departures from DEFAULTS. CLD and HOLD take no final denoising step: noise reaches their position
 # block through the velocity, so at t_min it carries σ̃ ≈ 1e-5 (VP 1e-3), and the last x̂_0-step already lands on
-# the data estimate; the NFE the final step cost buys one more step. Mode-KL at 10 NFE 1.3–2× lower with exact
-# scores on every spec; digits FD (4,000 samples, 10 / 20 NFE) on 10,000-step networks CLD 3.64 → 2.61 /
+# the data estimate; the NFE the final step cost buys one more step. Mode-KL at 10 NFE lower with exact scores on
+# every spec (up to 2.2×); digits FD (4,000 samples, 10 / 20 NFE) on 10,000-step networks CLD 3.64 → 2.61 /
 # 1.15 → 1.09, HOLD 2.39 → 2.14 / 1.49 → 1.38. VP keeps it: its networks lose 10 % without it (their Tweedie step
 # at t_min still removes noise). docs/fast_sampling.md, session 19.
 PROCESS_DEFAULTS: dict[str, dict] = {
