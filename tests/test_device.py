@@ -39,9 +39,10 @@ def cases():
     """Every case on every process it supports. The default run keeps, per case, the highest-order process it
     supports (HOLD's three blocks reach every code path CLD's two do), and the default sampler on all four; the
     rest run with -m slow."""
+    processes = {name: make() for name, make in PROCESSES.items()}
     for case, (name, _options) in CASES.items():
-        supported = [p for p, make in PROCESSES.items() if ALL_SAMPLERS[name].supports(make())]
-        primary = max(supported, key=lambda p: PROCESSES[p]().order)
+        supported = [p for p, process in processes.items() if ALL_SAMPLERS[name].supports(process)]
+        primary = max(supported, key=lambda p: processes[p].order)
         for process_name in supported:
             default_run = case == "expint" or process_name == primary
             marks = () if default_run else (pytest.mark.slow,)

@@ -66,25 +66,26 @@ def sampler_configs(diffusion: str) -> list[tuple[str, str, list[str]]]:
     configs.append(("expint-exact", "expint", exact))
     switch = [f"sampler.{name}={value}" for name, value in DEFAULTS_SWITCH[diffusion].items()]
     configs.append(("expint-switch", "expint", switch))
-    # the rows below were measured with the final denoising step, the default then; they keep it
+    historical = len(configs)  # the rows from here on keep the final denoising step they were measured with
     for prediction, lam in (("noise", 0), ("data", 0), ("data", 1)):
         label = f"expint-{prediction}" + ("-sde" if lam else "") + "-corr"
         overrides = [f"sampler.prediction={prediction}", f"sampler.stochasticity={lam}", "sampler.corrector=true"]
-        overrides.append("sampler.denoise=true")
         configs.append((label, "expint", [*overrides, "sampler.order=3", "sampler.grid=quadratic"]))
     # without the corrector (the scan of issue 8): ε-steps in gDDIM's K_t, order × grid
-    plain = ["sampler.kt=gddim", "sampler.corrector=false", "sampler.extrapolate=t", "sampler.denoise=true"]
+    plain = ["sampler.kt=gddim", "sampler.corrector=false", "sampler.extrapolate=t"]
     for order in (1, 2, 3):
         for grid in EXPINT_GRIDS:
             overrides = [*plain, "sampler.prediction=noise", "sampler.stochasticity=0", f"sampler.order={order}"]
             configs.append((f"expint-o{order}-{grid}", "expint", [*overrides, f"sampler.grid={grid}"]))
-    quadratic = [*plain[:2], "sampler.denoise=true", "sampler.grid=quadratic"]
+    quadratic = [*plain[:2], "sampler.grid=quadratic"]
     log_t = [*quadratic, "sampler.prediction=noise", "sampler.stochasticity=0", "sampler.order=3"]
     configs.append(("expint-o3-quadratic-logt", "expint", [*log_t, "sampler.extrapolate=log_t"]))
     for order in (2, 3):  # stochastic (λ = 1) steps in x̂_0
         sde = [*quadratic, "sampler.extrapolate=t", "sampler.prediction=data", "sampler.stochasticity=1"]
         sde.append(f"sampler.order={order}")
         configs.append((f"expint-sde-o{order}-quadratic", "expint", sde))
+    for _label, _name, overrides in configs[historical:]:  # each row's own list
+        overrides.append("sampler.denoise=true")
     return configs
 
 
