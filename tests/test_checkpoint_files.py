@@ -79,11 +79,12 @@ def test_identity_names_process_objective_and_network_and_old_checkpoints_still_
             check_identity(base.identity, module_for(extra).identity)
     assert check_identity(base.identity, module_for("diffusion.beta=8").identity, allow_change=True)
     config = dict(tiny_config("gmm"), data_shape=[2])
-    del config["objective"]["kt"]  # written before objective.kt existed
+    del config["objective"]["kt"], config["objective"]["input_scaling"]  # written before these keys existed
     old = {"hyper_parameters": {"config": config, "identity": {"process": "cld", "order": 2, "data_shape": [2]}}}
     check_identity(checkpoint_identity(old), base.identity)
-    with pytest.raises(CheckpointMismatchError, match="objective.kt"):
-        check_identity(checkpoint_identity(old), module_for("objective.kt=gddim").identity)
+    for key in ("objective.kt=gddim", "objective.input_scaling=true"):
+        with pytest.raises(CheckpointMismatchError, match=key.split("=")[0]):
+            check_identity(checkpoint_identity(old), module_for(key).identity)
 
 
 def test_resume_with_allow_identity_change_loads_the_weights_and_old_checkpoints_resume(tmp_path):

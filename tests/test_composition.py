@@ -68,6 +68,24 @@ def test_natural_defaults_follow_the_diffusion_and_the_data():
     assert compose_train().model._target_.endswith("UNet")
 
 
+def test_ve_natural_objective_bounds_the_untrained_x0_at_the_prior_end():
+    """VE's z_t has std σ_max = 50 at t_max; with a plain ε-network x̂_0 = z − σ ε̂ carries the network's error ×50
+    (a zero network: x̂_0 = z, rms 50). The natural VE objective's mixed score makes the zero network's x̂_0 the
+    Gaussian posterior mean, z / (1 + σ²) for data_std 1: rms ≈ 0.02."""
+    from gaussian import ZeroBlocks
+    from momentum_diffusion.processes.noise_factor import data_posterior_mean
+
+    def rms_x0_hat(*overrides):
+        module = module_for(compose_train("diffusion=ve", "data=gmm", *TINY_MODEL["gmm"], *overrides), (2,))
+        process = module.process
+        model = module.objective.score_model(ZeroBlocks(1, 1), process)
+        z = process.sample_prior((4000, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        return float(data_posterior_mean(process, z, model(z, process.t_max), process.t_max).square().mean().sqrt())
+
+    assert rms_x0_hat() < 0.05
+    assert rms_x0_hat("objective=dsm") > 40  # the plain parametrisation, for contrast
+
+
 def test_hold_order_option_builds_the_nth_order_chain():
     cfg = compose_train("diffusion=hold", "diffusion.order=4", "objective=bcsm", *TINY_MODEL["digits"])
     module = module_for(cfg, (1, 8, 8))

@@ -99,16 +99,19 @@ class TinyNet(torch.nn.Module):
         return self.lin(torch.cat([z_flat, t[:, None]], dim=1))
 
 
-@pytest.mark.parametrize("mixed_score, kt", [(False, "cholesky"), (True, "cholesky"), (True, "gddim")])
-def test_score_model_training_loss_and_sampling_follow_the_device(mixed_score, kt):
+@pytest.mark.parametrize(
+    "mixed_score, kt, input_scaling",
+    [(False, "cholesky", False), (True, "cholesky", False), (True, "gddim", False), (True, "cholesky", True)],
+)
+def test_score_model_training_loss_and_sampling_follow_the_device(mixed_score, kt, input_scaling):
     from momentum_diffusion.objectives.noise_prediction import NoisePredictionObjective
 
     process, d = cld(), 3
     torch.manual_seed(0)
     blocks = 1 if kt == "cholesky" else process.order
     net = TinyNet(process.order, d, blocks)
-    model = ScoreModel(net, process, mixed_score=mixed_score, data_std=0.5, kt=kt)
-    objective = NoisePredictionObjective(mixed_score=mixed_score, kt=kt)
+    model = ScoreModel(net, process, mixed_score=mixed_score, data_std=0.5, kt=kt, input_scaling=input_scaling)
+    objective = NoisePredictionObjective(mixed_score=mixed_score, kt=kt, input_scaling=input_scaling)
     x0 = torch.randn(8, d)
     z0 = process.sample_prior((8, d), generator=torch.Generator().manual_seed(0))
     sampler = configure(ALL_SAMPLERS["expint"], nfe=6)
@@ -116,7 +119,9 @@ def test_score_model_training_loss_and_sampling_follow_the_device(mixed_score, k
     loss_host = objective.loss(model, process, x0)
     out_host = run(sampler, process, model, z0, nfe=6)
     with PretendDevice():
-        model_device = ScoreModel(net, process, mixed_score=mixed_score, data_std=0.5, kt=kt).to(DEVICE)
+        model_device = ScoreModel(
+            net, process, mixed_score=mixed_score, data_std=0.5, kt=kt, input_scaling=input_scaling
+        ).to(DEVICE)
         torch.manual_seed(3)
         loss_device = objective.loss(model_device, process, x0.to(DEVICE))
         out_device = run(sampler, process, model_device, z0.to(DEVICE), nfe=6)

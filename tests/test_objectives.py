@@ -105,6 +105,38 @@ def test_minimiser_is_true_score_for_gaussian_data(case, t_frac):
         assert torch.allclose(s_exact, -torch.einsum("i,bi...->b...", c, z), rtol=1e-10, atol=1e-10)
 
 
+class RecordingEps(nn.Module):
+    """A network that records its input (B, k·d) and predicts zero."""
+
+    def forward(self, z_flat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.seen = z_flat
+        return torch.zeros(z_flat.shape[0], z_flat.shape[1] // self.order, dtype=z_flat.dtype)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_input_scaling_gives_the_network_unit_scale_input_at_every_t(case):
+    """EDM's c_in per block: for data N(0, data_std²) every block of the network's input has std 1, from t_min
+    (VE: σ ≈ 0) to t_max (VE: σ_max = 50); without it VE's input std is σ_max at t_max."""
+    make, Objective = CASES[case]
+    process = make()
+    net = RecordingEps()
+    net.order = process.order
+    model = Objective(data_std=DATA_STD, input_scaling=True).score_model(net, process)
+    n, d = 20000, 2
+    x0 = _data(n, d, seed=5)
+    for t_val in [process.t_min, 0.01, 0.3, process.t_max]:
+        t = torch.full((n,), t_val, dtype=F64)
+        z, _, _ = process.perturb(x0, t, torch.Generator().manual_seed(6))
+        model.predict_noise(z, t)
+        std = net.seen.reshape(n, process.order, d).std(dim=(0, 2))
+        # std of a 40,000-draw sample: relative sd 1/sqrt(2·40000) = 0.35 %; 2 % is > 5 sd
+        assert torch.allclose(std, torch.ones_like(std), rtol=0.02), (case, t_val, std)
+    if case == "ve-dsm":
+        plain = Objective(data_std=DATA_STD).score_model(net, process)
+        plain.predict_noise(z, t)
+        assert net.seen.std() > 40  # the unscaled input at t_max
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_minimiser_does_not_depend_on_weighting_at_fixed_t(case):
     make, Objective = CASES[case]
@@ -119,13 +151,15 @@ def test_minimiser_does_not_depend_on_weighting_at_fixed_t(case):
     assert torch.allclose(sols[0], sols[1], rtol=1e-8) and torch.allclose(sols[0], sols[2], rtol=1e-8)
 
 
+@pytest.mark.parametrize("input_scaling", [False, True])
 @pytest.mark.parametrize("case", list(CASES))
-def test_mixed_score_with_zero_network_is_exact_for_gaussian_data(case):
+def test_mixed_score_with_zero_network_is_exact_for_gaussian_data(case, input_scaling):
     """Mixed score (CLD paper Sec. 3.2): ε̂ = ε_gauss + net; with data_std = s the Gaussian part alone is the
-    exact score, so the zero network is already optimal."""
+    exact score, so the zero network is already optimal (also when the network's input is scaled: ε_gauss is
+    of z_t itself)."""
     make, Objective = CASES[case]
     process = make()
-    objective = Objective(mixed_score=True, data_std=DATA_STD)
+    objective = Objective(mixed_score=True, data_std=DATA_STD, input_scaling=input_scaling)
     model = objective.score_model(ZeroBlocks(process.order, 1), process)
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(64, process.order, 3, generator=gen, dtype=F64)

@@ -168,7 +168,11 @@ def check_weight_shapes(state_dict: dict, module, path) -> None:
 # Config keys that change how the network is trained or run, not what its weights mean.
 TRAINING_ONLY_KEYS = {"objective.weighting", "objective.reduction", "model.dropout", "model.compile"}
 IDENTITY_GROUPS = ("diffusion", "objective", "model")
-IDENTITY_DEFAULTS = {"kt": "cholesky", "objective.kt": "cholesky"}  # what checkpoints before a key existed used
+IDENTITY_DEFAULTS = {  # what checkpoints before a key existed used
+    "kt": "cholesky",
+    "objective.kt": "cholesky",
+    "objective.input_scaling": False,
+}
 
 
 def _flatten(prefix: str, value, out: dict) -> None:

@@ -47,11 +47,12 @@ class NoisePredictionObjective(nn.Module):
         data_std: float = 1.0,
         kt: str | NoiseFactor = "cholesky",
         reduction: str = "mean",
+        input_scaling: bool = False,
     ):
         super().__init__()
         self.weighting = check_choice("objective.weighting", weighting, WEIGHTINGS, ObjectiveConfigError)
         self.reduction = check_choice("objective.reduction", reduction, REDUCTIONS, ObjectiveConfigError)
-        self.mixed_score, self.data_std = mixed_score, data_std
+        self.mixed_score, self.data_std, self.input_scaling = mixed_score, data_std, bool(input_scaling)
         self.noise_factor = NoiseFactor.of(kt, "objective.kt")
 
     def check_process(self, process: Process) -> None:
@@ -63,7 +64,9 @@ class NoisePredictionObjective(nn.Module):
             )
 
     def score_model(self, net: nn.Module, process: Process) -> ScoreModel:
-        return ScoreModel(net, process, self.mixed_score, self.data_std, self.noise_factor)
+        return ScoreModel(
+            net, process, self.mixed_score, self.data_std, self.noise_factor, input_scaling=self.input_scaling
+        )
 
     def sample_time(self, n: int, process: Process, generator=None, device=None) -> torch.Tensor:
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)

@@ -10,6 +10,10 @@ A ScoreModel is the score function samplers get, and the samplers/base.py ``Nois
 callable as s(z, t), with ``noise_factor`` and ``predict_noise``.
 Mixed score (CLD, Sec. 3.2 / App. B): ε̂ = ε_gauss + net, with ε_gauss = K_tᵀ Σ_gauss⁻¹ z the noise whose
 score −K_t⁻ᵀ ε_gauss = −Σ_gauss⁻¹ z is exact for Gaussian data N(0, σ_data² I); the network learns the residual.
+Input scaling (``input_scaling``; EDM's c_in, Karras et al. 2022, Table 1): the network sees each block of z_t
+divided by its marginal std for data N(0, σ_data² I), so its input has unit scale at every t. VE's z_t grows to
+σ_max (50 by default) and an unscaled network's x̂_0 at the prior end is 10× worse than the data mean's
+(docs/fast_sampling.md, session 20); for VP with σ_data = 1 the factor is 1.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ class ScoreModel(nn.Module):
         data_std: float = 1.0,
         kt: str | NoiseFactor = "cholesky",
         observer=None,
+        input_scaling: bool = False,
     ):
         super().__init__()
         self.net, self.process, self.mixed_score, self.data_std = net, process, mixed_score, data_std
+        self.input_scaling = bool(input_scaling)
         self.noise_factor = NoiseFactor.of(kt)
         self.blocks = self.noise_factor.blocks(process)
         self.observer = observer  # called once per network evaluation (e.g. a progress bar), or None
@@ -47,18 +53,30 @@ class ScoreModel(nn.Module):
         if self.observer is not None:
             self.observer()
         t = self._time(z, t)
+        net_in = z
+        if self.input_scaling:
+            scale = self.input_scale(t).to(device=z.device, dtype=z.dtype)
+            net_in = z * scale.view(*scale.shape, *[1] * (z.dim() - 2))
         # the k blocks concatenated on channels (images) or features (vectors), and the m predicted blocks back
-        out = self.net(rearrange(z, "b k c ... -> b (k c) ..."), t.to(device=z.device, dtype=torch.float32))
+        out = self.net(rearrange(net_in, "b k c ... -> b (k c) ..."), t.to(device=z.device, dtype=torch.float32))
         out = rearrange(out, "b (m c) ... -> b m c ...", m=self.blocks)
         if self.mixed_score:
             out = out + self.gaussian_noise(z, t)
         return out
 
-    def gaussian_noise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """ε_gauss = (K_tᵀ Σ_gauss⁻¹ z) on the predicted blocks (Σ_gauss: the kernel for Gaussian data)."""
+    def gaussian_cov(self, t: torch.Tensor) -> torch.Tensor:
+        """Σ_t of z_t for data N(0, σ_data² I), (B, k, k) float64."""
         initial = self.process.initial_cov.clone()
         initial[0, 0] = self.data_std**2
-        _, cov, _ = self.process.kernel(t, initial_cov=initial)
+        return self.process.kernel(t, initial_cov=initial)[1]
+
+    def input_scale(self, t: torch.Tensor) -> torch.Tensor:
+        """c_in per block, (B, k) float64: 1 / the block's marginal std for data N(0, σ_data² I)."""
+        return torch.diagonal(self.gaussian_cov(t), dim1=-2, dim2=-1).rsqrt()
+
+    def gaussian_noise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε_gauss = (K_tᵀ Σ_gauss⁻¹ z) on the predicted blocks (Σ_gauss: the kernel for Gaussian data)."""
+        cov = self.gaussian_cov(t)
         K = self.noise_factor.matrix(self.process, t)
         rows = (K.transpose(-1, -2) @ torch.linalg.inv(cov))[..., -self.blocks :, :]  # (B, m, k)
         return torch.einsum("bji,bi...->bj...", rows.to(device=z.device, dtype=z.dtype), z)
