@@ -51,9 +51,11 @@ def test_extreme_thresholds_are_the_pure_samplers(make):
         z = process.sample_prior((n, 2), generator=gen, dtype=F64)
         return exponential_integrator(process, fn, z, nfe=8, generator=gen, **options)[0]
 
-    torch.testing.assert_close(sample(deterministic_from_logsnr=1e6), sample(stochasticity=1.0), rtol=0, atol=0)
-    torch.testing.assert_close(sample(deterministic_from_logsnr=-1e6), sample(stochasticity=0.0), rtol=0, atol=0)
-    assert not torch.equal(sample(deterministic_from_logsnr=0.0), sample(stochasticity=1.0))
+    switch = dict(stochasticity=1.0)  # λ before the switch (HOLD's default is 0.5)
+    pure_sde, pure_ode = sample(stochasticity=1.0), sample(stochasticity=0.0)
+    torch.testing.assert_close(sample(deterministic_from_logsnr=1e6, **switch), pure_sde, rtol=0, atol=0)
+    torch.testing.assert_close(sample(deterministic_from_logsnr=-1e6, **switch), pure_ode, rtol=0, atol=0)
+    assert not torch.equal(sample(deterministic_from_logsnr=0.0, **switch), pure_sde)
 
 
 @pytest.mark.parametrize("make", [vp, cld, hold])

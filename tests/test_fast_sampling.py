@@ -85,8 +85,9 @@ def test_configs_follow_the_brief():
     # without the corrector
     assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 3 + 3 + 12 + 3
     switch = {d: dict((c[0], c[2]) for c in fs.sampler_configs(d))["expint-switch"] for d in fs.PROCESSES}
-    assert switch["ve"] == ["sampler.denoise=True"]  # as it was measured
-    cld_switch = ["sampler.denoise=True", "sampler.grid=calibrated", "sampler.deterministic_from_logsnr=-2.0"]
+    assert switch["ve"] == ["sampler.denoise=True", "sampler.stochasticity=1.0"]  # as it was measured
+    cld_switch = ["sampler.denoise=True", "sampler.stochasticity=1.0", "sampler.grid=calibrated"]
+    cld_switch.append("sampler.deterministic_from_logsnr=-2.0")
     assert switch["cld"] == cld_switch
     options = dict((c[0], c[2]) for c in fs.sampler_configs("hold"))
     assert options["expint"] == []  # the default is what samplers/expint.py says, not restated here

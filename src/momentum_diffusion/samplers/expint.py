@@ -93,12 +93,15 @@ DEFAULTS = {
 # the data estimate; the NFE the final step cost buys one more step. Mode-KL at 10 NFE lower with exact scores on
 # every spec (up to 2.2×); digits FD (4,000 samples, 10 / 20 NFE) on 10,000-step networks CLD 3.64 → 2.61 /
 # 1.15 → 1.09, HOLD 2.39 → 2.14 / 1.49 → 1.38. VP keeps it: its networks lose 10 % without it (their Tweedie step
-# at t_min still removes noise). docs/fast_sampling.md, session 19.
+# at t_min still removes noise). docs/fast_sampling.md, session 19. HOLD takes λ = 0.5: lower mode-KL than λ = 1 on
+# the calibration mixture (20 NFE .031 vs .058) and on the public specs (~1.6× at 20), and level or better on
+# every HOLD network (digits FD 10 / 20 NFE: 1,000 steps 5.31 / 6.52 vs 6.24 / 7.06; 10,000 steps 2.03 / 1.39 vs
+# 2.14 / 1.38); for VP, VE and CLD it loses on the short-trained networks (session 20).
 PROCESS_DEFAULTS: dict[str, dict] = {
     "vp": {},
     "ve": {},
     "cld": {"denoise": False},
-    "hold": {"denoise": False},
+    "hold": {"denoise": False, "stochasticity": 0.5},
 }
 # the fastest configuration with exact scores (docs/fast_sampling.md), as overrides of the process's defaults
 # (``make benchmark-fast``'s row expint-exact; grid and order stated, so they do not follow PROCESS_DEFAULTS;
@@ -117,9 +120,10 @@ DEFAULTS_EXACT = {
 # costs FD at 10 NFE). Grid and c per process minimise the mean log mode-KL at 15 / 20 / 30 NFE on the
 # calibration mixture (no public spec) over grid ∈ {quadratic, calibrated} × c ∈ {none, −4, −2, 0, 2}
 # (docs/fast_sampling.md, session 18; ``make benchmark-fast``'s row expint-switch). VE: none beats λ = 1.
-# With the final denoising step they were chosen and benchmarked with (before CLD's and HOLD's defaults dropped it).
+# With the final denoising step and λ = 1 they were chosen and benchmarked with (before CLD's and HOLD's defaults
+# dropped the step and HOLD's took λ = 0.5).
 DEFAULTS_SWITCH = {
-    name: {"denoise": True, **extra}
+    name: {"denoise": True, "stochasticity": 1.0, **extra}
     for name, extra in {
         "vp": {"deterministic_from_logsnr": 2.0},
         "ve": {},
