@@ -53,15 +53,16 @@ class ScoreModel(nn.Module):
         if self.observer is not None:
             self.observer()
         t = self._time(z, t)
-        net_in = z
+        net_in, cov = z, None
         if self.input_scaling:
-            scale = self.input_scale(t).to(device=z.device, dtype=z.dtype)
+            cov = self.gaussian_cov(t)  # shared with the mixed score's ε_gauss: one kernel per evaluation
+            scale = self.input_scale(t, cov).to(device=z.device, dtype=z.dtype)
             net_in = z * scale.view(*scale.shape, *[1] * (z.dim() - 2))
         # the k blocks concatenated on channels (images) or features (vectors), and the m predicted blocks back
         out = self.net(rearrange(net_in, "b k c ... -> b (k c) ..."), t.to(device=z.device, dtype=torch.float32))
         out = rearrange(out, "b (m c) ... -> b m c ...", m=self.blocks)
         if self.mixed_score:
-            out = out + self.gaussian_noise(z, t)
+            out = out + self.gaussian_noise(z, t, cov)
         return out
 
     def gaussian_cov(self, t: torch.Tensor) -> torch.Tensor:
@@ -70,13 +71,15 @@ class ScoreModel(nn.Module):
         initial[0, 0] = self.data_std**2
         return self.process.kernel(t, initial_cov=initial)[1]
 
-    def input_scale(self, t: torch.Tensor) -> torch.Tensor:
+    def input_scale(self, t: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
         """c_in per block, (B, k) float64: 1 / the block's marginal std for data N(0, σ_data² I)."""
-        return torch.diagonal(self.gaussian_cov(t), dim1=-2, dim2=-1).rsqrt()
+        cov = self.gaussian_cov(t) if cov is None else cov
+        return torch.diagonal(cov, dim1=-2, dim2=-1).rsqrt()
 
-    def gaussian_noise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """ε_gauss = (K_tᵀ Σ_gauss⁻¹ z) on the predicted blocks (Σ_gauss: the kernel for Gaussian data)."""
-        cov = self.gaussian_cov(t)
+    def gaussian_noise(self, z: torch.Tensor, t: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
+        """ε_gauss = (K_tᵀ Σ_gauss⁻¹ z) on the predicted blocks (Σ_gauss: the kernel for Gaussian data; ``cov``
+        if the caller already has it)."""
+        cov = self.gaussian_cov(t) if cov is None else cov
         K = self.noise_factor.matrix(self.process, t)
         rows = (K.transpose(-1, -2) @ torch.linalg.inv(cov))[..., -self.blocks :, :]  # (B, m, k)
         return torch.einsum("bji,bi...->bj...", rows.to(device=z.device, dtype=z.dtype), z)
