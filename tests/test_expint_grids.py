@@ -74,12 +74,10 @@ def test_edm_grid_is_the_rho_polynomial_in_the_equivalent_ve_sigma(make):
     torch.testing.assert_close(steps, steps.mean().expand_as(steps), rtol=1e-4, atol=0)
 
 
-# the DEFAULTS_SWITCH rows (no default; the switch itself is covered by test_expint_switch.py) and HOLD's default
-# (λ = 0.5: its 1000-step plan is a 20–40 s ODE solve) run with -m slow
+# the DEFAULTS_SWITCH rows (no default; the switch itself is covered by test_expint_switch.py) run with -m slow
 @pytest.mark.parametrize(
     "make, table",
-    [(make, "default") for make in PROCESSES[:-1]]
-    + [pytest.param(hold, "default", marks=pytest.mark.slow)]
+    [(make, "default") for make in PROCESSES]
     + [pytest.param(make, "switch", marks=pytest.mark.slow) for make in PROCESSES],
 )
 def test_the_default_converges_on_gaussian_data(make, table):
