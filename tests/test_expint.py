@@ -25,13 +25,8 @@ from momentum_diffusion.processes.noise_factor import (
 )
 from momentum_diffusion.samplers import expint_plan
 from momentum_diffusion.samplers.base import SamplerConfigError, time_grid
-from momentum_diffusion.samplers.expint import (
-    DEFAULTS,
-    DEFAULTS_EXACT,
-    DEFAULTS_SWITCH,
-    GDDIMNoise,
-    exponential_integrator,
-)
+from momentum_diffusion.samplers.expint import GDDIMNoise, exponential_integrator
+from momentum_diffusion.samplers.expint_defaults import DEFAULTS, DEFAULTS_EXACT, DEFAULTS_SWITCH
 from momentum_diffusion.samplers.ode import probability_flow
 
 F64 = torch.float64

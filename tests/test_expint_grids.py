@@ -11,7 +11,8 @@ from gaussian import score_fn
 from momentum_diffusion.processes import cld, critically_damped_chain, hold, ve, vp
 from momentum_diffusion.processes.noise_factor import accurate_kernel_cov
 from momentum_diffusion.samplers.base import log_snr, time_grid
-from momentum_diffusion.samplers.expint import DEFAULTS_SWITCH, exponential_integrator
+from momentum_diffusion.samplers.expint import exponential_integrator
+from momentum_diffusion.samplers.expint_defaults import DEFAULTS_SWITCH
 
 F64 = torch.float64
 PROCESSES = [vp, ve, cld, hold]
@@ -81,7 +82,7 @@ def test_edm_grid_is_the_rho_polynomial_in_the_equivalent_ve_sigma(make):
     + [pytest.param(make, "switch", marks=pytest.mark.slow) for make in PROCESSES],
 )
 def test_the_default_converges_on_gaussian_data(make, table):
-    """``sampler=expint`` with no options (the process's defaults, expint.defaults_for; and the process's
+    """``sampler=expint`` with no options (the process's defaults, expint_defaults.defaults_for; and the process's
     ``DEFAULTS_SWITCH`` row: calibrated grid, λ = 0 late in the path), exact scores of data
     N(0.5, 0.3²), from the exact prior draw: the data block's mean and std approach the data law as NFE grows,
     and at 1000 NFE sit within Monte Carlo error (no plateau, no blow-up of long end steps; in standard
@@ -135,7 +136,8 @@ def test_phase_space_defaults_spend_every_nfe_on_a_step(make):
 
 
 def test_process_defaults_are_options_and_picked_by_process_name():
-    from momentum_diffusion.samplers.expint import DEFAULTS, PROCESS_DEFAULTS, defaults_for, resolve_options
+    from momentum_diffusion.samplers.expint import resolve_options
+    from momentum_diffusion.samplers.expint_defaults import DEFAULTS, PROCESS_DEFAULTS, defaults_for
 
     assert set(PROCESS_DEFAULTS) == {"vp", "ve", "cld", "hold"}
     assert all(set(rule) <= set(DEFAULTS) for rule in PROCESS_DEFAULTS.values())
@@ -148,7 +150,8 @@ def test_process_defaults_are_options_and_picked_by_process_name():
 def test_a_step_much_longer_than_the_last_is_first_order():
     """logsnr_band at 200 steps: the last step is ~7× the one before. Its predictor weights must be the order-1
     weights (Σ_j V_j, the Lagrange basis summing to 1): equal to an order-1 plan's for the same step."""
-    from momentum_diffusion.samplers.expint import DEFAULTS, integrator_plan
+    from momentum_diffusion.samplers.expint import integrator_plan
+    from momentum_diffusion.samplers.expint_defaults import DEFAULTS
 
     process = vp()
     ts = time_grid(process, 200, "logsnr_band")

@@ -33,7 +33,7 @@ import torch
 from ..cli.benchmark import benchmark_floors, run_benchmark
 from ..exact import load_gmm
 from ..samplers import configure, valid_samplers
-from ..samplers.expint import DEFAULTS_EXACT, DEFAULTS_SWITCH
+from ..samplers.expint_defaults import DEFAULTS_EXACT, DEFAULTS_SWITCH
 from ..tables import read_rows, write_rows
 from .benchmark_grid import STANDARD_NFE, build, bundled_specs
 
@@ -59,7 +59,7 @@ def sampler_configs(diffusion: str) -> list[tuple[str, str, list[str]]]:
     if diffusion in SPLITTING:
         configs.append((SPLITTING[diffusion], SPLITTING[diffusion], []))
     configs += [("ams", "ams", [pred]), ("ode-dopri5", "ode", ["sampler.method=dopri5"])]
-    # the default (samplers/expint.py DEFAULTS), the fastest with exact scores (DEFAULTS_EXACT) and the
+    # the default (samplers/expint_defaults.py DEFAULTS), the fastest with exact scores (DEFAULTS_EXACT) and the
     # three forms, every step corrected
     configs.append(("expint", "expint", []))
     exact = [f"sampler.{name}={value}" for name, value in DEFAULTS_EXACT[diffusion].items()]
@@ -235,7 +235,7 @@ def markdown_table(rows: list[dict]) -> str:
         "**target = max(mode-KL of EM at 1000 NFE, mode-KL of fresh data of the same size)** per spec × process.",
         "[≈N]: first NFE within sampling noise, mode-KL ≤ target + 2 sd (sd of fresh-data mode-KL), when earlier.",
         "`>1000`: not reached at 1000 NFE. ode-dopri5: NFE used at the loosest rtol = atol in {1e-2, …, 1e-5}",
-        "that reaches the target. expint: the process's default (samplers/expint.py defaults_for); -corr: order 3,"
+        "that reaches the target. expint: the process's default (expint_defaults.py defaults_for); -corr: order 3,"
         " quadratic grid, corrector on (-data-sde-corr: λ = 1, the default before the per-process rule; -band:"
         " VP o3 / CLD o2 on logsnr_band, not a default; -sde-corr-o3: the VE / CLD / HOLD default before session 7,"
         " λ = 1, order 3, quadratic, with 15 / 30 scanned); o = order, then the time grid: ε-steps, λ = 0, no"
