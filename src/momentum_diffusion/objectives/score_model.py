@@ -69,7 +69,7 @@ class ScoreModel(nn.Module):
         """Σ_t of z_t for data N(0, σ_data² I), (B, k, k) float64."""
         initial = self.process.initial_cov.clone()
         initial[0, 0] = self.data_std**2
-        return self.process.kernel(t, initial_cov=initial)[1]
+        return per_time(lambda u: self.process.kernel(u, initial_cov=initial)[1], t)
 
     def input_scale(self, t: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
         """c_in per block, (B, k) float64: 1 / the block's marginal std for data N(0, σ_data² I)."""
@@ -80,7 +80,7 @@ class ScoreModel(nn.Module):
         """ε_gauss = (K_tᵀ Σ_gauss⁻¹ z) on the predicted blocks (Σ_gauss: the kernel for Gaussian data; ``cov``
         if the caller already has it)."""
         cov = self.gaussian_cov(t) if cov is None else cov
-        K = self.noise_factor.matrix(self.process, t)
+        K = per_time(lambda u: self.noise_factor.matrix(self.process, u), t)
         rows = (K.transpose(-1, -2) @ torch.linalg.inv(cov))[..., -self.blocks :, :]  # (B, m, k)
         return torch.einsum("bji,bi...->bj...", rows.to(device=z.device, dtype=z.dtype), z)
 
@@ -93,7 +93,9 @@ class ScoreModel(nn.Module):
 
     def score_rows(self, t) -> torch.Tensor:
         """c_t on the predicted blocks, (B, m) float64: s = −Σ_j c_j ε_j."""
-        return self.noise_factor.score_rows(self.process, t)
+        return per_time(
+            lambda u: self.noise_factor.score_rows(self.process, u), torch.as_tensor(t, dtype=torch.float64)
+        )
 
     def score(self, z: torch.Tensor, t) -> torch.Tensor:
         t = self._time(z, t)
@@ -102,3 +104,10 @@ class ScoreModel(nn.Module):
 
     def forward(self, z: torch.Tensor, t) -> torch.Tensor:
         return self.score(z, t)
+
+
+def per_time(compute, t: torch.Tensor) -> torch.Tensor:
+    """``compute`` (host float64 per-time constants) evaluated once per distinct time in t and gathered back: a
+    sampler's batch shares one t, so this is one kernel instead of B."""
+    unique, inverse = torch.unique(t.detach().cpu().reshape(-1), return_inverse=True)
+    return compute(unique)[inverse]
