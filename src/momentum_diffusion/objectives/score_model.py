@@ -107,7 +107,10 @@ class ScoreModel(nn.Module):
 
 
 def per_time(compute, t: torch.Tensor) -> torch.Tensor:
-    """``compute`` (host float64 per-time constants) evaluated once per distinct time in t and gathered back: a
-    sampler's batch shares one t, so this is one kernel instead of B."""
-    unique, inverse = torch.unique(t.detach().cpu().reshape(-1), return_inverse=True)
-    return compute(unique)[inverse]
+    """``compute`` (host float64 per-time constants) for the times t, flattened. A sampler's float time reaches the
+    model expanded over the batch (stride 0, ``_time``): then once, not B times; other batches per sample."""
+    t = t.detach().cpu().reshape(-1)
+    if len(t) > 1 and t.stride(0) == 0:
+        one = compute(t[:1])
+        return one.expand(len(t), *one.shape[1:])
+    return compute(t)
