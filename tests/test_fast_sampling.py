@@ -81,9 +81,10 @@ def test_configs_follow_the_brief():
     labels = {d: [c[0] for c in fs.sampler_configs(d)] for d in fs.PROCESSES}
     assert "sscs" in labels["cld"] and "sscs" not in labels["hold"] and "lie_trotter" in labels["hold"]
     assert "sscs" not in labels["vp"] and "lie_trotter" not in labels["ve"]
-    # the default, the two exact-score ones (λ = 0; switch), 3 corrected forms, orders × grids, log_t, 2 stochastic
-    # without the corrector
-    assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 3 + 3 + 12 + 3
+    # the default, the three exact-score ones (λ = 0; switch; σ̃), 3 corrected forms, orders × grids, log_t, 2
+    # stochastic without the corrector
+    assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 4 + 3 + 12 + 3
+    assert dict((c[0], c[2]) for c in fs.sampler_configs("ve"))["expint-sigma"] == ["sampler.extrapolate=sigma"]
     switch = {d: dict((c[0], c[2]) for c in fs.sampler_configs(d))["expint-switch"] for d in fs.PROCESSES}
     assert switch["ve"] == ["sampler.denoise=True", "sampler.stochasticity=1.0"]  # as it was measured
     cld_switch = ["sampler.denoise=True", "sampler.stochasticity=1.0", "sampler.grid=calibrated"]
@@ -110,7 +111,7 @@ def test_end_to_end_writes_csv_and_table(tmp_path, small_grid):
     rows = fs.read_rows(tmp_path / "results.csv")
     configs = {r["config"] for r in rows}
     assert configs == {"em", "pc", "sscs", "ams", "ode-dopri5", "expint", "expint-exact", "expint-switch",
-                       "expint-noise-corr",
+                       "expint-sigma", "expint-noise-corr",
                        "expint-data-corr", "expint-data-sde-corr", "expint-o1-quadratic", "expint-o2-quadratic",
                        "expint-o3-quadratic", "expint-o3-quadratic-logt", "expint-sde-o2-quadratic",
                        "expint-sde-o3-quadratic"}  # fmt: skip

@@ -202,6 +202,13 @@ def log_snr(process: Process, t: torch.Tensor) -> torch.Tensor:
     return (phi.square() / var).log()
 
 
+def equivalent_sigma(process: Process, t: torch.Tensor) -> torch.Tensor:
+    """σ̃(t) = e^{−λ(t)/2} = σ_t / φ_t, the position block's noise-to-signal ratio (EDM's σ; VE: σ itself), for
+    times of any shape."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return (-0.5 * log_snr(process, t)).exp().reshape(t.shape)
+
+
 def _grid_in_log_snr(process: Process, u: torch.Tensor, kind: str, rho: float) -> torch.Tensor:
     # λ(t) is strictly decreasing for every process here (φ_t > 0 falls, σ_t² grows). Tabulated on a log-spaced
     # t grid and inverted by interpolating log t linearly in λ (λ ≈ −log(c t^m) near t_min: linear in log t).
