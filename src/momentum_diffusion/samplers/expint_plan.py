@@ -35,8 +35,9 @@ Only V needs quadrature: Gauss–Legendre in log s, all steps of the grid in one
 identity, and what λ adds is rank one: ∂_s Ψ_y(t', s) = −½λ² Ψ_y(t', s) G(s), G = b q w wᵀ, w = R_s⁻¹ e_k. So
 Ψ = R_{t'} Ψ_y R_t⁻¹, V_j = R_{t'} ∫ Ψ_y(t', s) w g ℓ_j ds, and, since y stays N(0, I) for point-mass data,
 C = R_{t'}(I − Ψ_y Ψ_yᵀ)R_{t'}ᵀ as for λ = 1. Ψ_y and the V integrals are one linear system, solved on K panels
-per step (in r) by the sixth-order three-point Magnus rule (Blanes, Casas & Ros 2000, eq. 4.6), every step at
-once; K doubles until each step's Ψ and V agree with the previous K to ``MAGNUS_RTOL``.
+per step (in r) by the sixth-order Magnus rule on three Gauss–Legendre nodes (Blanes, Casas, Oteo & Ros 2009,
+Phys. Rep. 470, the Magnus expansion review), every step at once; K doubles until each step's Ψ and V agree
+with the previous K to ``MAGNUS_RTOL``.
 """
 
 from __future__ import annotations
