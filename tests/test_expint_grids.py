@@ -245,3 +245,20 @@ def test_extrapolating_in_sigma_fixes_the_mode_width_at_20_nfe(make):
         errors[(variable, nfe)] = abs(float(out[:, 0, 0].std()) / std - 1)
     assert errors[("t", 20)] > 0.06 and errors[("sigma", 20)] < 0.5 * errors[("t", 20)], errors
     assert errors[("sigma", 1000)] < 4 / math.sqrt(2 * n), errors
+
+
+def test_cld_default_extrapolates_in_log1p_sigma_and_narrows_the_mode():
+    """CLD's default polynomial variable is log(1 + σ̃): at 20 NFE on N(0, 0.1²) with exact scores its std error is
+    well below that of the same sampler in t (measured +4.3 % against +10.5 %, n = 400,000)."""
+    from momentum_diffusion.samplers.expint_defaults import defaults_for
+
+    assert defaults_for("cld")["extrapolate"] == "log1p_sigma"
+    process, n, std = cld(), 20_000, 0.1
+    errors = {}
+    for variable in (None, "t"):
+        gen = torch.Generator().manual_seed(3)
+        z = process.sample_prior((n, 1), generator=gen, dtype=F64)
+        out, _ = exponential_integrator(process, score_fn(process, 0.0, std), z, nfe=20, generator=gen,
+                                        extrapolate=variable)  # fmt: skip
+        errors[variable] = abs(float(out[:, 0, 0].std()) / std - 1)
+    assert errors["t"] > 0.06 and errors[None] < 0.7 * errors["t"], errors

@@ -86,12 +86,14 @@ def test_configs_follow_the_brief():
     assert sum(lbl.startswith("expint") for lbl in labels["vp"]) == 4 + 3 + 12 + 3
     assert dict((c[0], c[2]) for c in fs.sampler_configs("ve"))["expint-sigma"] == ["sampler.extrapolate=sigma"]
     switch = {d: dict((c[0], c[2]) for c in fs.sampler_configs(d))["expint-switch"] for d in fs.PROCESSES}
-    assert switch["ve"] == ["sampler.denoise=True", "sampler.stochasticity=1.0"]  # as it was measured
-    cld_switch = ["sampler.denoise=True", "sampler.stochasticity=1.0", "sampler.grid=calibrated"]
+    measured = ["sampler.denoise=True", "sampler.stochasticity=1.0", "sampler.extrapolate=t"]
+    assert switch["ve"] == measured  # as it was measured
+    cld_switch = [*measured, "sampler.grid=calibrated"]
     cld_switch.append("sampler.deterministic_from_logsnr=-2.0")
     assert switch["cld"] == cld_switch
     options = dict((c[0], c[2]) for c in fs.sampler_configs("hold"))
     assert options["expint"] == []  # the default is what samplers/expint.py says, not restated here
+    assert "sampler.extrapolate=t" in options["expint-data-sde-corr"]  # historical rows: the variable they had
     pc = dict((c[0], c[2]) for c in fs.sampler_configs("ve"))["pc"]
     assert pc == ["sampler.predictor=reverse_diffusion"]
     assert dict((c[0], c[2]) for c in fs.sampler_configs("cld"))["ams"] == ["sampler.predictor=euler_maruyama"]

@@ -86,8 +86,10 @@ def sampler_configs(diffusion: str) -> list[tuple[str, str, list[str]]]:
         sde = [*quadratic, "sampler.extrapolate=t", "sampler.prediction=data", "sampler.stochasticity=1"]
         sde.append(f"sampler.order={order}")
         configs.append((f"expint-sde-o{order}-quadratic", "expint", sde))
-    for _label, _name, overrides in configs[historical:]:  # each row's own list
+    for _label, _name, overrides in configs[historical:]:  # each row's own list, as it was measured
         overrides.append("sampler.denoise=true")
+        if not any(o.startswith("sampler.extrapolate=") for o in overrides):
+            overrides.append("sampler.extrapolate=t")
     return configs
 
 

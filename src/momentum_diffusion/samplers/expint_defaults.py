@@ -36,18 +36,34 @@ DEFAULTS = {
 # at t_min still removes noise). docs/fast_sampling.md, session 19. HOLD takes λ = 0.5: lower mode-KL than λ = 1 on
 # the calibration mixture (20 NFE .031 vs .058) and on the public specs (~1.6× at 20), and level or better on
 # every HOLD network (digits FD 10 / 20 NFE: 1,000 steps 5.31 / 6.52 vs 6.24 / 7.06; 10,000 steps 2.03 / 1.39 vs
-# 2.14 / 1.38); for VP, VE and CLD it loses on the short-trained networks (session 20).
+# 2.14 / 1.38); for VP, VE and CLD it loses on the short-trained networks (session 20). CLD extrapolates x̂_0 in
+# log(1 + σ̃) (σ̃ = e^{−λ/2}; like σ̃ near the data, where x̂_0 is smooth in σ̃ and CLD's σ̃² grows like t³, like log σ̃
+# at the noise end): on the calibration mixture the best variable (t, σ̃, log(1 + σ̃)) among those that do not lose on
+# the digits networks, mode-KL 15 / 20 / 30 NFE .085 / .019 / .019 against t's .102 / .037 / .035 (σ̃: .059 / .012 /
+# .014, but FD at 10 NFE 6.99 against 6.09); digits FD 10 / 15 / 20 / 50 NFE, 4,000 samples, seeds 0–1, level or
+# better: 1,000 steps 6.05 / 6.16 / 6.42 / 6.64 and 6.10 / 6.03 / 6.56 / 7.18 against 6.09 / 6.21 / 6.46 / 6.65 and
+# 6.12 / 6.06 / 6.59 / 7.19; 10,000 steps 2.74 / 1.44 / 1.36 / 1.10 and 2.58 / 1.39 / 1.03 / 1.10 against
+# 2.72 / 1.42 / 1.37 / 1.10 and 2.59 / 1.37 / 1.02 / 1.09. HOLD loses 5–9 % at 10 NFE with it (1,000 steps), VE
+# 2× (session 21).
 PROCESS_DEFAULTS: dict[str, dict] = {
     "vp": {},
     "ve": {},
-    "cld": {"denoise": False},
+    "cld": {"denoise": False, "extrapolate": "log1p_sigma"},
     "hold": {"denoise": False, "stochasticity": 0.5},
 }
 # the fastest configuration with exact scores (docs/fast_sampling.md), as overrides of the process's defaults
-# (``make benchmark-fast``'s row expint-exact; grid and order stated, so they do not follow PROCESS_DEFAULTS;
-# ε-steps end on z_{t_min}, whose noise the final Tweedie step removes)
+# (``make benchmark-fast``'s row expint-exact; grid, order and variable stated, so they do not follow
+# PROCESS_DEFAULTS; ε-steps end on z_{t_min}, whose noise the final Tweedie step removes)
 DEFAULTS_EXACT = {
-    name: {"stochasticity": 0.0, "prediction": "noise", "order": 3, "grid": "quadratic", "denoise": True, **extra}
+    name: {
+        "stochasticity": 0.0,
+        "prediction": "noise",
+        "order": 3,
+        "grid": "quadratic",
+        "denoise": True,
+        "extrapolate": "t",
+        **extra,
+    }
     for name, extra in {
         "vp": {},
         "ve": {"grid": "uniform"},
@@ -60,10 +76,10 @@ DEFAULTS_EXACT = {
 # costs FD at 10 NFE). Grid and c per process minimise the mean log mode-KL at 15 / 20 / 30 NFE on the
 # calibration mixture (no public spec) over grid ∈ {quadratic, calibrated} × c ∈ {none, −4, −2, 0, 2}
 # (docs/fast_sampling.md, session 18; ``make benchmark-fast``'s row expint-switch). VE: none beats λ = 1.
-# With the final denoising step and λ = 1 they were chosen and benchmarked with (before CLD's and HOLD's defaults
-# dropped the step and HOLD's took λ = 0.5).
+# With the final denoising step, λ = 1 and x̂_0 in t they were chosen and benchmarked with (before CLD's and HOLD's
+# defaults dropped the step, HOLD's took λ = 0.5 and CLD's log(1 + σ̃)).
 DEFAULTS_SWITCH = {
-    name: {"denoise": True, "stochasticity": 1.0, **extra}
+    name: {"denoise": True, "stochasticity": 1.0, "extrapolate": "t", **extra}
     for name, extra in {
         "vp": {"deterministic_from_logsnr": 2.0},
         "ve": {},
