@@ -235,16 +235,23 @@ def test_extrapolating_in_sigma_fixes_the_mode_width_at_20_nfe(make):
     N(0, 0.1²), 20 NFE, the process's default otherwise: the std's relative error is several times smaller with
     extrapolate='sigma' than with 't' (measured +10 % / +12 % against +1.5 % / −3.7 %; docs/fast_sampling.md, session
     21), and 'sigma' still converges at 1000 NFE."""
-    process, n, std = make(), 20_000, 0.1
-    errors = {}
-    for variable, nfe in (("t", 20), ("sigma", 20), ("sigma", 1000)):
-        gen = torch.Generator().manual_seed(3)
-        z = process.sample_prior((n, 1), generator=gen, dtype=F64)
-        out, _ = exponential_integrator(process, score_fn(process, 0.0, std), z, nfe=nfe, generator=gen,
-                                        extrapolate=variable)  # fmt: skip
-        errors[(variable, nfe)] = abs(float(out[:, 0, 0].std()) / std - 1)
+    process, n = make(), 20_000
+    errors = {
+        (variable, nfe): std_error(process, n, nfe, variable)
+        for variable, nfe in (("t", 20), ("sigma", 20), ("sigma", 1000))
+    }
     assert errors[("t", 20)] > 0.06 and errors[("sigma", 20)] < 0.5 * errors[("t", 20)], errors
     assert errors[("sigma", 1000)] < 4 / math.sqrt(2 * n), errors
+
+
+def std_error(process, n: int, nfe: int, extrapolate: str | None, std: float = 0.1) -> float:
+    """|sample std / std − 1| of the data block: expint (the process's default, ``extrapolate`` set) from the exact
+    prior draw with exact scores of N(0, std²)."""
+    gen = torch.Generator().manual_seed(3)
+    z = process.sample_prior((n, 1), generator=gen, dtype=F64)
+    out, _ = exponential_integrator(process, score_fn(process, 0.0, std), z, nfe=nfe, generator=gen,
+                                    extrapolate=extrapolate)  # fmt: skip
+    return abs(float(out[:, 0, 0].std()) / std - 1)
 
 
 def test_cld_default_extrapolates_in_log1p_sigma_and_narrows_the_mode():
@@ -253,12 +260,5 @@ def test_cld_default_extrapolates_in_log1p_sigma_and_narrows_the_mode():
     from momentum_diffusion.samplers.expint_defaults import defaults_for
 
     assert defaults_for("cld")["extrapolate"] == "log1p_sigma"
-    process, n, std = cld(), 20_000, 0.1
-    errors = {}
-    for variable in (None, "t"):
-        gen = torch.Generator().manual_seed(3)
-        z = process.sample_prior((n, 1), generator=gen, dtype=F64)
-        out, _ = exponential_integrator(process, score_fn(process, 0.0, std), z, nfe=20, generator=gen,
-                                        extrapolate=variable)  # fmt: skip
-        errors[variable] = abs(float(out[:, 0, 0].std()) / std - 1)
+    errors = {variable: std_error(cld(), 20_000, 20, variable) for variable in (None, "t")}
     assert errors["t"] > 0.06 and errors[None] < 0.7 * errors["t"], errors
